@@ -1,0 +1,23 @@
+"""kbn: batch normalization for Keras 3, and the Ioffe & Szegedy MNIST study.
+
+Choose the backend before importing kbn (`KERAS_BACKEND=jax` or
+`tensorflow`); kbn works on both.
+"""
+
+from kbn import callbacks, data, layers, models, ops
+from kbn.data import load_mnist
+from kbn.experiment import ExperimentConfig, train_and_test
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExperimentConfig",
+    "callbacks",
+    "data",
+    "layers",
+    "load_mnist",
+    "models",
+    "ops",
+    "train_and_test",
+    "__version__",
+]

@@ -1,0 +1,7 @@
+"""Callbacks for `model.fit`."""
+
+from kbn.callbacks.global_step import GlobalStepCallback
+from kbn.callbacks.progress import TrainingProgress
+from kbn.callbacks.validation_recorder import ValidationAccuracyRecorder
+
+__all__ = ["GlobalStepCallback", "TrainingProgress", "ValidationAccuracyRecorder"]

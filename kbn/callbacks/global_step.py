@@ -1,0 +1,40 @@
+import keras
+
+
+class GlobalStepCallback(keras.callbacks.Callback):
+    """Base callback that counts training steps across epochs.
+
+    Keras calls `on_train_batch_end(batch)` with a batch index that restarts
+    every epoch and, with `steps_per_execution=k`, jumps by `k`. This base
+    keeps `global_step`, the number of training batches run since
+    `on_train_begin`, right in both cases, and calls `on_steps_end(logs)`
+    after each call of the training function.
+
+    Subclasses that override `on_train_begin`, `on_train_batch_begin` or
+    `on_train_batch_end` call `super()` first.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.global_step = 0
+        self._begin = 0
+
+    def on_train_begin(self, logs=None):
+        self.global_step = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begin = batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        end = batch + 1
+        steps_per_epoch = (self.params or {}).get("steps")
+        if steps_per_epoch:
+            # The last call of an epoch may run fewer than
+            # `steps_per_execution` batches; Keras still reports the index
+            # of a full execution.
+            end = min(end, steps_per_epoch)
+        self.global_step += end - self._begin
+        self.on_steps_end(logs)
+
+    def on_steps_end(self, logs=None):
+        """Called after each training-function call, with `global_step` set."""

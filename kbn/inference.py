@@ -1,0 +1,117 @@
+"""Compiled inference passes that leave a model's compiled metrics alone.
+
+`model.evaluate()` resets the metrics that `fit()` is accumulating, and
+`model.predict()` rebuilds its data pipeline on every call. The validation
+recorder and the experiments need a cheap, repeatable accuracy on a fixed set
+of images: `Accuracy` compiles one inference pass per model and keeps the
+images on the device.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+class Accuracy:
+    """Classification accuracy of a model on fixed data, compiled once.
+
+    Args:
+        model: A Keras model returning logits or probabilities.
+        images: Input array.
+        labels: Integer labels, or one-hot rows.
+        training: Mode of the forward pass: `False` (inference, moving
+            statistics) or `True` (batch statistics, without updating them).
+        batch_size: Evaluate in chunks of this many images (`None`: all at
+            once; the last chunk may be smaller).
+
+    Call returns the accuracy as a Python float.
+    """
+
+    def __init__(self, model, images, labels, training=False, batch_size=None):
+        labels = np.asarray(labels)
+        if labels.ndim == 2:
+            labels = labels.argmax(axis=-1)
+        if len(images) != len(labels):
+            raise ValueError(
+                "Images and labels must have the same length. Received: "
+                f"len(images)={len(images)}, len(labels)={len(labels)}"
+            )
+        self.model = model
+        self.training = bool(training)
+        size = len(images) if batch_size is None else int(batch_size)
+        self._chunks = [
+            (
+                ops.convert_to_tensor(np.asarray(images[i : i + size])),
+                ops.convert_to_tensor(labels[i : i + size].astype("int32")),
+            )
+            for i in range(0, len(images), size)
+        ]
+        self._count = len(images)
+        self._correct = _compiled_correct_count(model, self.training)
+
+    def __call__(self):
+        total = 0
+        for images, labels in self._chunks:
+            total += int(self._correct(images, labels))
+        return total / self._count
+
+
+def predictions(model, images, training=False):
+    """Predicted classes of `model` on `images`, as a NumPy array.
+
+    With `training=True` the batch statistics of `images` are used (and the
+    moving statistics are left as they are).
+    """
+    logits = _stateless_forward(model, ops.convert_to_tensor(images), training)
+    return ops.convert_to_numpy(ops.argmax(logits, axis=-1))
+
+
+def _count_correct(logits, labels):
+    hits = ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), labels)
+    return ops.sum(ops.cast(hits, "int32"))
+
+
+def _stateless_forward(model, images, training):
+    """`model(images)` that never writes to the model's variables."""
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    logits, _ = model.stateless_call(
+        trainable, non_trainable, images, training=training
+    )
+    return logits
+
+
+def _compiled_correct_count(model, training):
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def correct(trainable, non_trainable, images, labels):
+            logits, _ = model.stateless_call(
+                trainable, non_trainable, images, training=training
+            )
+            return _count_correct(logits, labels)
+
+        def run(images, labels):
+            return correct(
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables],
+                images,
+                labels,
+            )
+
+        return run
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def run(images, labels):
+            return _count_correct(_stateless_forward(model, images, training), labels)
+
+        return run
+
+    def run(images, labels):
+        return _count_correct(_stateless_forward(model, images, training), labels)
+
+    return run

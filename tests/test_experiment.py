@@ -1,0 +1,138 @@
+"""kbn.experiment end to end on real MNIST digits, and its outputs read back."""
+
+import json
+import os
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from kbn import experiment
+from kbn.experiment import ExperimentConfig, train_and_test
+from tests.test_callbacks import read_scalars
+
+
+def test_train_and_test_writes_everything(mnist_subset, tmp_path):
+    config = ExperimentConfig(batches=60, batches_per_sample=20, log_dir=str(tmp_path))
+    result = train_and_test(config, dataset=mnist_subset, verbose=False)
+
+    assert set(result.networks) == {"without_bn", "with_bn"}
+    for network in result.networks.values():
+        assert network.steps == [20, 40, 60]
+        assert 0.0 <= network.final_validation_accuracy <= 1.0
+        assert network.final_validation_accuracy == network.accuracies[-1]
+        assert 0.0 <= network.test_accuracy <= 1.0
+        assert not network.diverged
+
+    run_dir = tmp_path / "relu_lr0.01_good_60_seed0"
+    assert result.paths["plot"] == str(run_dir / "accuracy.png")
+    curves = pd.read_csv(run_dir / "curves.csv")
+    assert list(curves.columns) == [
+        "network",
+        "step",
+        "validation_accuracy",
+        "training_loss",
+    ]
+    assert curves.groupby("network")["step"].apply(list).to_dict() == {
+        "with_bn": [20, 40, 60],
+        "without_bn": [20, 40, 60],
+    }
+    summary = pd.read_csv(run_dir / "results.csv")
+    assert summary["test_accuracy"].tolist() == pytest.approx(
+        [result.networks[n].test_accuracy for n in summary["network"]]
+    )
+    with open(run_dir / "results.json") as f:
+        assert [row["network"] for row in json.load(f)] == ["without_bn", "with_bn"]
+    with open(run_dir / "config.json") as f:
+        meta = json.load(f)
+    assert meta["config"]["batches"] == 60 and meta["weight_scale"] == 0.05
+    assert meta["data_source"] == mnist_subset.source
+    image = matplotlib.image.imread(run_dir / "accuracy.png")
+    assert image.shape[0] > 300 and image.shape[1] > 500
+    for network in ("without_bn", "with_bn"):
+        scalars = read_scalars(str(run_dir / network / "validation"))
+        assert [s for s, _ in scalars["validation_accuracy"]] == [20, 40, 60]
+        assert "epoch_loss" in read_scalars(str(run_dir / network / "train"))
+
+
+def test_both_networks_see_the_same_weights_and_batches(mnist_subset):
+    """With batch norm replaced by nothing, both runs must be identical."""
+    config = ExperimentConfig(batches=30, batches_per_sample=10)
+    result = train_and_test(
+        config,
+        dataset=mnist_subset,
+        networks={"a": False, "b": False},
+        write=False,
+        verbose=False,
+    )
+    a, b = result.networks["a"], result.networks["b"]
+    assert a.accuracies == b.accuracies and a.losses == b.losses
+    for wa, wb in zip(a.model.weights, b.model.weights):
+        np.testing.assert_array_equal(np.asarray(wa), np.asarray(wb))
+
+
+def test_a_rerun_replaces_the_earlier_event_files(mnist_subset, tmp_path):
+    config = ExperimentConfig(batches=20, batches_per_sample=10, log_dir=str(tmp_path))
+    train_and_test(config, dataset=mnist_subset, verbose=False)
+    train_and_test(config, dataset=mnist_subset, verbose=False)
+    folder = tmp_path / config.name / "with_bn" / "validation"
+    assert len([f for f in os.listdir(folder) if "tfevents" in f]) == 1
+    assert [s for s, _ in read_scalars(str(folder))["validation_accuracy"]] == [10, 20]
+
+
+def test_a_diverging_network_is_recorded_not_raised(mnist_subset):
+    config = ExperimentConfig(
+        learning_rate=1e4, weights="bad", batches=20, batches_per_sample=10
+    )
+    result = train_and_test(
+        config,
+        dataset=mnist_subset,
+        networks={"without_bn": False},
+        write=False,
+        verbose=False,
+    )
+    network = result.networks["without_bn"]
+    assert network.diverged
+    assert np.isnan(network.losses[-1])
+    assert 0.0 <= network.final_validation_accuracy <= 0.3  # chance level
+
+
+@pytest.mark.parametrize(
+    "kwargs,received",
+    [
+        ({"learning_rate": 0}, "learning_rate=0"),
+        ({"weights": "ok"}, "weights='ok'"),
+        ({"batches": 0}, "batches=0"),
+        ({"batches_per_sample": 2.5}, "batches_per_sample=2.5"),
+        (
+            {"batches": 100, "batches_per_sample": 50, "steps_per_execution": 30},
+            "steps_per_execution=30",
+        ),
+    ],
+)
+def test_bad_config_names_the_value(kwargs, received):
+    with pytest.raises(ValueError, match=f"Received: {received}"):
+        ExperimentConfig(**kwargs)
+
+
+def test_steps_per_execution_divides_the_sampling_interval():
+    assert (
+        ExperimentConfig(
+            batches=50_000, batches_per_sample=500
+        ).resolved_steps_per_execution
+        == 50
+    )
+    assert (
+        ExperimentConfig(
+            batches=2_000, batches_per_sample=50
+        ).resolved_steps_per_execution
+        == 50
+    )
+    assert (
+        ExperimentConfig(batches=60, batches_per_sample=20).resolved_steps_per_execution
+        == 20
+    )
+    config = ExperimentConfig(batches=1_000, batches_per_sample=300)
+    assert config.sample_interval == 100 and config.resolved_steps_per_execution == 50
+    assert experiment.WEIGHT_SCALES == {"good": 0.05, "bad": 5.0}
