@@ -4,9 +4,14 @@ Choose the backend before importing kbn (`KERAS_BACKEND=jax` or
 `tensorflow`); kbn works on both.
 """
 
-from kbn import callbacks, data, layers, models, ops
+from kbn import callbacks
+from kbn import data
+from kbn import layers
+from kbn import models
+from kbn import ops
 from kbn.data import load_mnist
-from kbn.experiment import ExperimentConfig, train_and_test
+from kbn.experiment import ExperimentConfig
+from kbn.experiment import train_and_test
 
 __version__ = "0.1.0"
 

@@ -302,11 +302,11 @@ def train_and_test(config, dataset=None, networks=None, write=True, verbose=True
         dataset = kbn_data.load_mnist(config.data, name=config.dataset)
     networks = NETWORKS if networks is None else networks
     kernels = models.initial_weights(scale=config.weight_scale, seed=config.seed)
-    run_dir = config.run_dir
-    if write:
-        _clear_event_files(run_dir, networks)
     results = {}
     for name, batch_norm in networks.items():
+        log_dir = os.path.join(config.run_dir, name) if write else None
+        if log_dir is not None:
+            clear_event_files(log_dir)
         keras.utils.set_random_seed(config.seed)
         results[name] = train_network(
             config,
@@ -314,7 +314,7 @@ def train_and_test(config, dataset=None, networks=None, write=True, verbose=True
             kernels,
             batch_norm,
             name,
-            log_dir=os.path.join(run_dir, name) if write else None,
+            log_dir=log_dir,
             verbose=verbose,
         )
     result = ExperimentResult(config, results, dataset.source)
@@ -365,12 +365,14 @@ def run_metadata(config, data_source):
     }
 
 
-def _clear_event_files(run_dir, networks):
-    """A run replaces the TensorBoard events of an earlier run of its name."""
-    for name in networks:
-        pattern = os.path.join(run_dir, name, "*", "events.out.tfevents.*")
-        for path in glob.glob(pattern):
-            os.remove(path)
+def clear_event_files(log_dir):
+    """Removes the TensorBoard event files of an earlier run in `log_dir`.
+
+    A run replaces an earlier run of the same name; without this, TensorBoard
+    would draw both runs' events as one jagged line.
+    """
+    for path in glob.glob(os.path.join(log_dir, "*", "events.out.tfevents.*")):
+        os.remove(path)
 
 
 def _is_int(value):

@@ -62,8 +62,43 @@ def predictions(model, images, training=False):
     With `training=True` the batch statistics of `images` are used (and the
     moving statistics are left as they are).
     """
-    logits = _stateless_forward(model, ops.convert_to_tensor(images), training)
+    logits = compiled_forward(model, training)(ops.convert_to_tensor(images))
     return ops.convert_to_numpy(ops.argmax(logits, axis=-1))
+
+
+def compiled_forward(model, training=False):
+    """A compiled `images -> logits` pass that never writes to the model.
+
+    `training=True` normalizes with batch statistics without updating the
+    moving statistics. The pass reads the model's current weights each call.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def forward(trainable, non_trainable, images):
+            logits, _ = model.stateless_call(
+                trainable, non_trainable, images, training=training
+            )
+            return logits
+
+        def run(images):
+            return forward(
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables],
+                images,
+            )
+
+        return run
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(
+            lambda images: _stateless_forward(model, images, training),
+            reduce_retracing=True,
+        )
+    return lambda images: _stateless_forward(model, images, training)
 
 
 def _count_correct(logits, labels):
@@ -72,7 +107,6 @@ def _count_correct(logits, labels):
 
 
 def _stateless_forward(model, images, training):
-    """`model(images)` that never writes to the model's variables."""
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
     logits, _ = model.stateless_call(
@@ -82,36 +116,18 @@ def _stateless_forward(model, images, training):
 
 
 def _compiled_correct_count(model, training):
+    forward = compiled_forward(model, training)
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        @jax.jit
-        def correct(trainable, non_trainable, images, labels):
-            logits, _ = model.stateless_call(
-                trainable, non_trainable, images, training=training
-            )
-            return _count_correct(logits, labels)
-
-        def run(images, labels):
-            return correct(
-                [v.value for v in model.trainable_variables],
-                [v.value for v in model.non_trainable_variables],
-                images,
-                labels,
-            )
-
-        return run
+        count = jax.jit(_count_correct)
+        return lambda images, labels: count(forward(images), labels)
     if backend == "tensorflow":
         import tensorflow as tf
 
-        @tf.function(reduce_retracing=True)
-        def run(images, labels):
-            return _count_correct(_stateless_forward(model, images, training), labels)
-
-        return run
-
-    def run(images, labels):
-        return _count_correct(_stateless_forward(model, images, training), labels)
-
-    return run
+        return tf.function(
+            lambda images, labels: _count_correct(forward(images), labels),
+            reduce_retracing=True,
+        )
+    return lambda images, labels: _count_correct(forward(images), labels)

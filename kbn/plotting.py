@@ -74,3 +74,61 @@ def describe(config):
         f"{config.weights} weights (σ {config.weight_scale:g}), "
         f"{config.batches:,} batches of {config.batch_size}"
     )
+
+
+def plot_grid_overview(curves, columns=3, title=None):
+    """One small plot per configuration, both networks' curves in each.
+
+    Args:
+        curves: DataFrame as the grid's `curves.csv`: `activation,
+            learning_rate, weights, study_batches, seed, network, step,
+            validation_accuracy`. Every seed is drawn as its own line.
+        columns: Plots per row.
+        title: Figure title.
+
+    Returns:
+        The matplotlib `Figure`.
+    """
+    keys = ["activation", "learning_rate", "weights", "study_batches"]
+    missing = set(keys + ["seed", "network", "step", "validation_accuracy"]) - set(
+        curves.columns
+    )
+    if missing:
+        raise ValueError(
+            "Expected the grid's curves. Missing columns: "
+            f"{sorted(missing)}. Received: columns={list(curves.columns)}"
+        )
+    groups = list(curves.groupby(keys, sort=False))
+    rows = max(1, -(-len(groups) // columns))
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, 2.9 * rows), squeeze=False
+    )
+    for ax, ((activation, rate, weights, batches), group) in zip(axes.flat, groups):
+        for (network, _seed), run in group.groupby(["network", "seed"], sort=False):
+            ax.plot(
+                run["step"],
+                run["validation_accuracy"],
+                color=NETWORK_COLORS.get(network),
+                alpha=0.8 if group["seed"].nunique() == 1 else 0.45,
+                linewidth=1.2,
+            )
+        ax.set_title(
+            f"{activation}, lr {rate:g}, {weights} weights, {int(batches):,}",
+            fontsize=9,
+        )
+        ax.set_ylim(0.0, 1.0)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    handles = [
+        plt.Line2D([], [], color=NETWORK_COLORS[n], label=NETWORK_LABELS[n])
+        for n in ("without_bn", "with_bn")
+    ]
+    figure.legend(handles=handles, loc="upper right", fontsize=9)
+    figure.supxlabel("Training steps (batches)", fontsize=9)
+    figure.supylabel("Validation accuracy", fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
+    return figure

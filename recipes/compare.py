@@ -25,13 +25,13 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse  # noqa: E402
+import argparse
 
-import keras  # noqa: E402
+import keras
 
-import kbn  # noqa: E402
-from kbn import cli  # noqa: E402
-from kbn.study import published_runs  # noqa: E402
+import kbn
+from kbn import cli
+from kbn.study import published_runs
 
 
 def parse_args(argv=None):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from kbn.callbacks import TrainingProgress, ValidationAccuracyRecorder
+from kbn.callbacks import TrainingProgress
+from kbn.callbacks import ValidationAccuracyRecorder
 from kbn.layers import BatchNorm
 
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from kbn import experiment
-from kbn.experiment import ExperimentConfig, train_and_test
+from kbn.experiment import ExperimentConfig
+from kbn.experiment import train_and_test
 from tests.test_callbacks import read_scalars
 
 

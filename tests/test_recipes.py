@@ -91,3 +91,110 @@ def test_compare_missing_data_file_fails_clearly(tmp_path):
     )
     assert result.returncode != 0
     assert "Received: path=" in result.stderr
+
+
+def _rows(path):
+    return len(pd.read_csv(path)) if path.exists() else 0
+
+
+def test_seed_grid_interrupted_then_resumed(tmp_path):
+    """Two configurations x two seeds x two networks, stopped with Ctrl-C."""
+    import signal
+    import time
+
+    args = [
+        os.path.join(ROOT, "recipes", "seed_grid.py"),
+        "--configs", "relu:2:good,sigmoid:1:good:2000",
+        "--seeds", "2",
+        "--max-batches", "400",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    results = tmp_path / "results.csv"
+    deadline = time.monotonic() + 120
+    while _rows(results) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, out[-3000:] + err[-3000:]
+    assert "Interrupted." in out and "run the same command again to resume" in out
+    kept = pd.read_csv(results)
+    assert 2 <= len(kept) < 8
+
+    resumed = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"Grid: 8 runs, {len(kept)} already finished" in resumed.stdout
+    final = pd.read_csv(results)
+    assert len(final) == 8
+    pd.testing.assert_frame_equal(final.iloc[: len(kept)], kept)
+    key = ["activation", "learning_rate", "weights", "study_batches", "seed", "network"]
+    assert not final.duplicated(key).any()
+    # The curves hold exactly the finished runs (100 or 40 samples each).
+    curves = pd.read_csv(tmp_path / "curves.csv")
+    assert curves.groupby(key).size().sort_values().tolist() == [40] * 4 + [100] * 4
+
+    summary = (tmp_path / "summary.md").read_text()
+    assert "capped at 400 batches, 2 seed(s)" in summary
+    assert summary.count("| relu ") == 2 and summary.count("| sigmoid ") == 2
+    assert "0.0986" in summary  # the study's relu lr 2 without BN, beside ours
+    table = pd.read_csv(tmp_path / "summary.csv")
+    assert table["runs"].tolist() == [2, 2, 2, 2]
+    image = matplotlib.image.imread(tmp_path / "overview.png")
+    assert image.shape[1] > image.shape[0] > 200
+    assert (
+        tmp_path / "relu_lr2_good_50000_seed1_cap400" / "with_bn" / "validation"
+    ).is_dir()
+
+
+def test_seed_grid_rejects_a_bad_filter(tmp_path):
+    result = run_recipe(
+        "seed_grid.py", "--configs", "relu:3:good", "--out", tmp_path, check=False
+    )
+    assert result.returncode != 0
+    assert "Received: pattern='relu:3:good'" in result.stderr
+
+
+def test_inference_modes_constant_prediction_and_restore(tmp_path):
+    model_path = tmp_path / "bn.keras"
+    trained = run_recipe(
+        "inference_modes.py",
+        "--batches", "300",
+        "--single-examples", "30",
+        "--log-dir", tmp_path / "a",
+        "--save-model-as", model_path,
+    )  # fmt: skip
+    import json
+
+    with open(tmp_path / "a" / "inference_modes.json") as f:
+        first = json.load(f)
+    # Batch statistics of a single image: one class for every image.
+    assert first["distinct_single_predictions_batch_statistics"] == 1
+    assert len(set(first["single_predictions_population_statistics"])) > 3
+    assert first["single_accuracy_population_statistics"] > 0.5
+    assert "Why: With batch statistics" in trained.stdout
+
+    restored = run_recipe(
+        "inference_modes.py",
+        "--single-examples", "30",
+        "--log-dir", tmp_path / "b",
+        "--restore-from", model_path,
+    )  # fmt: skip
+    assert f"Restored {model_path}" in restored.stdout
+    with open(tmp_path / "b" / "inference_modes.json") as f:
+        second = json.load(f)
+    for key in (
+        "test_accuracy_batch_statistics",
+        "test_accuracy_population_statistics",
+        "single_predictions_population_statistics",
+    ):
+        assert second[key] == first[key]

@@ -1,7 +1,10 @@
 import numbers
 
 import keras
-from keras import constraints, initializers, ops, regularizers
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
 
 from kbn import ops as bn_ops
 
