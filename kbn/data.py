@@ -137,22 +137,22 @@ def load_mnist(
     return Dataset(name, *splits, source=source, full=full)
 
 
-def training_batches(images, labels, batch_size=60, seed=None):
-    """Endless batches of `batch_size`, reshuffled every epoch.
+def batch_indices(num_examples, batch_size=60, seed=None):
+    """Endless index batches of `batch_size`, reshuffled every epoch.
 
     As TensorFlow 1's `DataSet.next_batch`, which the study used: each epoch
     is a new random permutation, and a batch that reaches the end of an epoch
-    is completed with the first images of the next one, so every batch has
-    exactly `batch_size` images.
+    is completed with the first examples of the next one, so every batch has
+    exactly `batch_size` examples.
 
     Yields:
-        Tuples `(images, labels)` of NumPy arrays.
+        int64 NumPy arrays of shape `(batch_size,)`.
     """
-    n = len(images)
+    n = int(num_examples)
     if not isinstance(batch_size, int) or not 0 < batch_size <= n:
         raise ValueError(
             "Invalid value for argument batch_size. Expected an int in "
-            f"[1, {n}] (the number of training images). "
+            f"[1, {n}] (the number of training examples). "
             f"Received: batch_size={batch_size!r}"
         )
     rng = np.random.default_rng(seed)
@@ -162,9 +162,32 @@ def training_batches(images, labels, batch_size=60, seed=None):
         if position + batch_size > n:
             order = np.concatenate([order[position:], rng.permutation(n)])
             position = 0
-        index = order[position : position + batch_size]
+        yield order[position : position + batch_size]
         position += batch_size
+
+
+def training_batches(images, labels, batch_size=60, seed=None):
+    """Endless `(images, labels)` batches in the order of `batch_indices`."""
+    for index in batch_indices(len(images), batch_size, seed):
         yield images[index], labels[index]
+
+
+def index_batches(labels, batch_size=60, batches_per_step=1, seed=None):
+    """Endless blocks of `batches_per_step` index batches, with their labels.
+
+    The input of `kbn.training.MultiStepTrainer`, which keeps the images on
+    the device: the same batches as `training_batches` with the same seed,
+    `batches_per_step` of them stacked.
+
+    Yields:
+        Tuples `(indices, labels)` of shape `(batches_per_step, batch_size)`;
+        indices are int32.
+    """
+    labels = np.asarray(labels)
+    stream = batch_indices(len(labels), batch_size, seed)
+    while True:
+        block = np.stack([next(stream) for _ in range(batches_per_step)])
+        yield block.astype("int32"), labels[block]
 
 
 def _prepare(split, one_hot, flatten):

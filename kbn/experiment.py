@@ -13,8 +13,10 @@ trains each with plain SGD on the same sequence of batches for
 - `accuracy.png`: the learning curves of both networks;
 - `without_bn/`, `with_bn/`: TensorBoard logs (`tensorboard --logdir`).
 
-Training goes through `model.fit` with kbn's callbacks. One Keras "epoch" is
-one sampling interval, so Keras's epoch-level logs line up with the samples.
+Training goes through `model.fit` with kbn's callbacks, wrapped in
+`kbn.training.MultiStepTrainer` (images on the device, several batches per
+compiled call). One Keras "epoch" is one sampling interval, so Keras's
+epoch-level logs line up with the samples.
 """
 
 import dataclasses
@@ -33,10 +35,11 @@ from kbn import callbacks as kbn_callbacks
 from kbn import data as kbn_data
 from kbn import models
 from kbn.inference import Accuracy
+from kbn.training import MultiStepTrainer
 
 WEIGHT_SCALES = {"good": models.GOOD_WEIGHT_SCALE, "bad": models.BAD_WEIGHT_SCALE}
 NETWORKS = {"without_bn": False, "with_bn": True}
-MAX_STEPS_PER_EXECUTION = 50
+MAX_BATCHES_PER_STEP = 250
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +69,10 @@ class ExperimentConfig:
     data: str | None = None
     # "mnist" or "fashion_mnist".
     dataset: str = "mnist"
-    # Batches per compiled call; None: the largest divisor of the sampling
-    # interval up to 50, so that callbacks fire exactly at the samples.
-    steps_per_execution: int | None = None
+    # Batches per compiled call of the training step; None: the largest
+    # divisor of the sampling interval up to 250, so that callbacks fire
+    # exactly at the samples.
+    batches_per_step: int | None = None
 
     def __post_init__(self):
         _check(
@@ -93,12 +97,14 @@ class ExperimentConfig:
             value = getattr(self, field)
             _check(_is_int(value) and value > 0, field, value, "a positive int")
         _check(_is_int(self.seed), "seed", self.seed, "an int")
-        if self.steps_per_execution is not None:
-            spe = self.steps_per_execution
+        if self.batches_per_step is not None:
+            per_step = self.batches_per_step
             _check(
-                _is_int(spe) and spe > 0 and self.sample_interval % spe == 0,
-                "steps_per_execution",
-                spe,
+                _is_int(per_step)
+                and per_step > 0
+                and self.sample_interval % per_step == 0,
+                "batches_per_step",
+                per_step,
                 f"a positive divisor of {self.sample_interval} (the greatest "
                 "common divisor of batches and batches_per_sample)",
             )
@@ -122,13 +128,11 @@ class ExperimentConfig:
         return math.gcd(self.batches, self.batches_per_sample)
 
     @property
-    def resolved_steps_per_execution(self):
-        if self.steps_per_execution is not None:
-            return self.steps_per_execution
+    def resolved_batches_per_step(self):
+        if self.batches_per_step is not None:
+            return self.batches_per_step
         interval = self.sample_interval
-        return max(
-            d for d in range(1, MAX_STEPS_PER_EXECUTION + 1) if interval % d == 0
-        )
+        return max(d for d in range(1, MAX_BATCHES_PER_STEP + 1) if interval % d == 0)
 
     @property
     def run_dir(self):
@@ -230,12 +234,7 @@ def train_network(
     Returns:
         A `NetworkResult`.
     """
-    model = models.build_mlp(kernels, config.activation, batch_norm)
-    model.compile(
-        optimizer=keras.optimizers.SGD(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        steps_per_execution=config.resolved_steps_per_execution,
-    )
+    model, trainer = build_trainer(config, dataset, kernels, batch_norm)
     recorder = kbn_callbacks.ValidationAccuracyRecorder(
         (dataset.validation.images, dataset.validation.labels),
         every_n_batches=config.batches_per_sample,
@@ -248,23 +247,8 @@ def train_network(
         all_callbacks.append(
             kbn_callbacks.TrainingProgress(config.batches, label=f"{name:>10}:")
         )
-    batches = kbn_data.training_batches(
-        dataset.train.images,
-        dataset.train.labels,
-        batch_size=config.batch_size,
-        seed=config.seed,
-    )
-    interval = config.sample_interval
-    start = time.perf_counter()
-    model.fit(
-        batches,
-        epochs=config.batches // interval,
-        steps_per_epoch=interval,
-        callbacks=all_callbacks,
-        shuffle=False,  # the batches are shuffled by training_batches
-        verbose=0,
-    )
-    wall_time = time.perf_counter() - start
+    blocks = training_blocks(config, dataset)
+    wall_time = fit_batches(trainer, config, blocks, config.batches, all_callbacks)
     test_accuracy = Accuracy(model, dataset.test.images, dataset.test.labels)()
     diverged = not all(math.isfinite(x) for x in recorder.losses) or not all(
         np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights
@@ -280,6 +264,65 @@ def train_network(
         wall_time=wall_time,
         model=model,
     )
+
+
+def build_trainer(config, dataset, kernels, batch_norm):
+    """The network of `config` and its compiled `MultiStepTrainer`.
+
+    Returns:
+        A tuple `(model, trainer)`; `trainer` trains `model` in place.
+    """
+    model = models.build_mlp(kernels, config.activation, batch_norm)
+    trainer = MultiStepTrainer(
+        model, dataset.train.images, config.resolved_batches_per_step
+    )
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(config.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model, trainer
+
+
+def training_blocks(config, dataset):
+    """The endless stream of index blocks that `fit_batches` trains on."""
+    return kbn_data.index_batches(
+        dataset.train.labels,
+        batch_size=config.batch_size,
+        batches_per_step=config.resolved_batches_per_step,
+        seed=config.seed,
+    )
+
+
+def fit_batches(trainer, config, blocks, batches, callbacks=()):
+    """Trains for `batches` batches, one Keras epoch per sampling interval.
+
+    Args:
+        trainer: From `build_trainer`.
+        config: `ExperimentConfig`.
+        blocks: From `training_blocks`; consumed, so calls continue the
+            batch order.
+        batches: A multiple of `config.sample_interval`.
+        callbacks: Callbacks for `fit`.
+
+    Returns:
+        Wall time of the `fit` call in seconds.
+    """
+    interval = config.sample_interval
+    if batches % interval:
+        raise ValueError(
+            f"Invalid value for argument batches. Expected a multiple of "
+            f"{interval}. Received: batches={batches}"
+        )
+    start = time.perf_counter()
+    trainer.fit(
+        blocks,
+        epochs=batches // interval,
+        steps_per_epoch=interval // config.resolved_batches_per_step,
+        callbacks=list(callbacks),
+        shuffle=False,  # the batches are shuffled by index_batches
+        verbose=0,
+    )
+    return time.perf_counter() - start
 
 
 def train_and_test(config, dataset=None, networks=None, write=True, verbose=True):
@@ -357,7 +400,7 @@ def run_metadata(config, data_source):
     return {
         "config": dataclasses.asdict(config),
         "weight_scale": config.weight_scale,
-        "steps_per_execution": config.resolved_steps_per_execution,
+        "batches_per_step": config.resolved_batches_per_step,
         "data_source": data_source,
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,

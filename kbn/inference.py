@@ -72,6 +72,13 @@ def compiled_forward(model, training=False):
     `training=True` normalizes with batch statistics without updating the
     moving statistics. The pass reads the model's current weights each call.
     """
+    cache = _cache(model)
+    if ("forward", training) not in cache:
+        cache[("forward", training)] = _compile_forward(model, training)
+    return cache[("forward", training)]
+
+
+def _compile_forward(model, training):
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -116,6 +123,13 @@ def _stateless_forward(model, images, training):
 
 
 def _compiled_correct_count(model, training):
+    cache = _cache(model)
+    if ("correct", training) not in cache:
+        cache[("correct", training)] = _compile_correct_count(model, training)
+    return cache[("correct", training)]
+
+
+def _compile_correct_count(model, training):
     forward = compiled_forward(model, training)
     backend = keras.backend.backend()
     if backend == "jax":
@@ -131,3 +145,13 @@ def _compiled_correct_count(model, training):
             reduce_retracing=True,
         )
     return lambda images, labels: _count_correct(forward(images), labels)
+
+
+def _cache(model):
+    """Compiled passes of `model`, kept on the model so they die with it."""
+    cache = model.__dict__.get("_kbn_compiled_passes")
+    if cache is None:
+        cache = {}
+        # Set through __dict__: Keras tracks attributes set on layers.
+        model.__dict__["_kbn_compiled_passes"] = cache
+    return cache

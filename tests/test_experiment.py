@@ -107,8 +107,8 @@ def test_a_diverging_network_is_recorded_not_raised(mnist_subset):
         ({"batches": 0}, "batches=0"),
         ({"batches_per_sample": 2.5}, "batches_per_sample=2.5"),
         (
-            {"batches": 100, "batches_per_sample": 50, "steps_per_execution": 30},
-            "steps_per_execution=30",
+            {"batches": 100, "batches_per_sample": 50, "batches_per_step": 30},
+            "batches_per_step=30",
         ),
     ],
 )
@@ -117,23 +117,14 @@ def test_bad_config_names_the_value(kwargs, received):
         ExperimentConfig(**kwargs)
 
 
-def test_steps_per_execution_divides_the_sampling_interval():
-    assert (
-        ExperimentConfig(
-            batches=50_000, batches_per_sample=500
-        ).resolved_steps_per_execution
-        == 50
-    )
-    assert (
-        ExperimentConfig(
-            batches=2_000, batches_per_sample=50
-        ).resolved_steps_per_execution
-        == 50
-    )
-    assert (
-        ExperimentConfig(batches=60, batches_per_sample=20).resolved_steps_per_execution
-        == 20
-    )
-    config = ExperimentConfig(batches=1_000, batches_per_sample=300)
-    assert config.sample_interval == 100 and config.resolved_steps_per_execution == 50
+def test_batches_per_step_divides_the_sampling_interval():
+    def per_step(batches, every):
+        config = ExperimentConfig(batches=batches, batches_per_sample=every)
+        return config.resolved_batches_per_step
+
+    assert per_step(50_000, 500) == 250
+    assert per_step(2_000, 50) == 50
+    assert per_step(60, 20) == 20
+    assert per_step(1_000, 300) == 100  # gcd(1000, 300) = 100
+    assert per_step(1_001, 500) == 1
     assert experiment.WEIGHT_SCALES == {"good": 0.05, "bad": 5.0}

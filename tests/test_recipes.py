@@ -198,3 +198,29 @@ def test_inference_modes_constant_prediction_and_restore(tmp_path):
         "single_predictions_population_statistics",
     ):
         assert second[key] == first[key]
+
+
+def test_benchmark_table_is_complete(tmp_path):
+    from kbn.benchmarking import MEASUREMENTS
+
+    result = run_recipe(
+        "benchmark.py", "--batches", "500", "--repeats", "1",
+        "--backends", "jax", "--out", tmp_path,
+    )  # fmt: skip
+    frame = pd.read_csv(tmp_path / "benchmark.csv")
+    assert sorted(frame["measurement"]) == sorted(MEASUREMENTS)
+    assert (frame["steps_per_second"] > 0).all() and set(frame["backend"]) == {"jax"}
+    markdown = (tmp_path / "benchmark.md").read_text()
+    for ratio in (
+        "kbn BN path / hand-written BN loop (jax)",
+        "kbn BatchNorm / keras BatchNormalization (kbn path)",
+        "BN / no BN (kbn path)",
+        "validation recorder overhead",
+    ):
+        assert ratio in markdown and ratio in result.stdout
+
+
+def test_benchmark_rejects_an_unknown_backend():
+    result = run_recipe("benchmark.py", "--backends", "torch", check=False)
+    assert result.returncode == 2
+    assert "Received: ['torch']" in result.stderr

@@ -8,7 +8,9 @@ class GlobalStepCallback(keras.callbacks.Callback):
     every epoch and, with `steps_per_execution=k`, jumps by `k`. This base
     keeps `global_step`, the number of training batches run since
     `on_train_begin`, right in both cases, and calls `on_steps_end(logs)`
-    after each call of the training function.
+    after each call of the training function. A model that trains several
+    batches per Keras step (`kbn.training.MultiStepTrainer`) says so with a
+    `batches_per_step` attribute, and each Keras step counts that many.
 
     Subclasses that override `on_train_begin`, `on_train_batch_begin` or
     `on_train_batch_end` call `super()` first.
@@ -33,7 +35,8 @@ class GlobalStepCallback(keras.callbacks.Callback):
             # `steps_per_execution` batches; Keras still reports the index
             # of a full execution.
             end = min(end, steps_per_epoch)
-        self.global_step += end - self._begin
+        batches_per_step = getattr(self._model, "batches_per_step", 1)
+        self.global_step += (end - self._begin) * batches_per_step
         self.on_steps_end(logs)
 
     def on_steps_end(self, logs=None):
