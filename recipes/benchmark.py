@@ -107,7 +107,9 @@ def main(argv=None):
             capture_output=True,
             text=True,
         )
-        lines = [l for l in result.stdout.splitlines() if l.startswith("KBN-ROWS ")]
+        lines = [
+            line for line in result.stdout.splitlines() if line.startswith("KBN-ROWS ")
+        ]
         if result.returncode != 0 or not lines:
             sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
             raise SystemExit(f"benchmark.py: error: the {backend} worker failed")
