@@ -12,12 +12,16 @@ from kbn import ops
 from kbn.data import load_mnist
 from kbn.experiment import ExperimentConfig
 from kbn.experiment import train_and_test
+from kbn.folding import fold_batch_norm
+from kbn.population import recompute_batch_norm_statistics
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ExperimentConfig",
     "callbacks",
+    "fold_batch_norm",
+    "recompute_batch_norm_statistics",
     "data",
     "layers",
     "load_mnist",

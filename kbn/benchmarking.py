@@ -235,6 +235,28 @@ def _tensorflow_loop(dataset, kernels, batch_norm, order):
     return run
 
 
+def inference(dataset, batch_norm, batches=10_000, fold=False, seed=0, batch_size=500):
+    """Compiled inference passes per second, batches of `batch_size` images.
+
+    `fold=True` measures the model returned by `kbn.fold_batch_norm`.
+    """
+    from kbn.folding import fold_batch_norm
+    from kbn.inference import compiled_forward
+
+    model = models.build_mlp(models.initial_weights(seed=seed), "relu", batch_norm)
+    if fold:
+        model = fold_batch_norm(model)
+    forward = compiled_forward(model, training=False)
+    images = keras.ops.convert_to_tensor(dataset.train.images[:batch_size])
+    calls = max(1, batches // 10)
+    keras.ops.convert_to_numpy(forward(images))
+    start = time.perf_counter()
+    for _ in range(calls):
+        outputs = forward(images)
+    keras.ops.convert_to_numpy(outputs)
+    return calls / (time.perf_counter() - start)
+
+
 MEASUREMENTS = {
     # name: (function, keyword arguments)
     "kbn path, BN": (kbn_path, {"batch_norm": True}),
@@ -248,6 +270,8 @@ MEASUREMENTS = {
     "keras fit (steps_per_execution=50), no BN": (keras_fit, {"batch_norm": False}),
     "hand-written loop, BN": (handwritten_loop, {"batch_norm": True}),
     "hand-written loop, no BN": (handwritten_loop, {"batch_norm": False}),
+    "inference, BN model": (inference, {"batch_norm": True}),
+    "inference, folded BN model": (inference, {"batch_norm": True, "fold": True}),
 }
 
 
@@ -269,6 +293,11 @@ def measure(dataset, batches, repeats, names=None):
                     "measurement": name,
                     "repeat": repeat,
                     "steps_per_second": function(dataset, batches=batches, **kwargs),
+                    "unit": (
+                        "inference calls (500 images)/s"
+                        if function is inference
+                        else "training batches/s"
+                    ),
                 }
             )
     return rows
@@ -324,6 +353,16 @@ def ratios(medians):
                 "goal": "(the ceiling's own cost of BN)",
             }
         )
+        folded = speed.get((b, "inference, folded BN model"))
+        if folded:
+            rows.append(
+                {
+                    "ratio": "inference: folded / unfolded BN model",
+                    "backend": b,
+                    "value": folded / speed.get((b, "inference, BN model")),
+                    "goal": "(measured)",
+                }
+            )
         rows.append(
             {
                 "ratio": "validation recorder overhead (1 - with / without)",

@@ -8,7 +8,8 @@ backend (TensorFlow, JAX), training steps per second (batches of 60) of:
   with and without batch norm, and without the recorder;
 - the same path with `keras.layers.BatchNormalization` in place of kbn's;
 - plain `model.fit` with `steps_per_execution=50`, what a Keras user writes;
-- a hand-written loop with every step inside one compiled loop: the ceiling.
+- a hand-written loop with every step inside one compiled loop: the ceiling;
+- inference of the BN model and of its folded copy (`kbn.fold_batch_norm`).
 
 Each measurement is repeated `--repeats` times, interleaved, and the median
 is reported with the ratios the project aims at. Each backend runs in its own
@@ -116,9 +117,10 @@ def main(argv=None):
         rows.extend(json.loads(lines[-1][len("KBN-ROWS ") :]))
 
     frame = pd.DataFrame(rows)
-    medians = frame.groupby(["backend", "measurement"], sort=False)[
+    medians = frame.groupby(["backend", "measurement", "unit"], sort=False)[
         ["steps_per_second"]
     ].median()
+    medians = medians.reset_index("unit")
     ratio_table = pd.DataFrame(benchmarking.ratios(medians))
     os.makedirs(args.out, exist_ok=True)
     csv_path = os.path.join(args.out, "benchmark.csv")
@@ -131,12 +133,12 @@ def main(argv=None):
         f"{args.repeats}; data: {frame['data_source'].iloc[0]}.\n"
     )
     speeds = medians.reset_index().assign(
-        steps_per_second=lambda f: f["steps_per_second"].map("{:,.0f}".format)
-    )
+        per_second=lambda f: f["steps_per_second"].map("{:,.0f}".format)
+    )[["backend", "measurement", "per_second", "unit"]]
     ratios_text = ratio_table.assign(value=ratio_table["value"].map("{:.2f}".format))
     markdown = (
         header
-        + "\n## Steps per second\n\n"
+        + "\n## Throughput\n\n"
         + speeds.to_markdown(index=False, disable_numparse=True)
         + "\n\n## Ratios\n\n"
         + ratios_text.to_markdown(index=False, disable_numparse=True)

@@ -23,9 +23,18 @@ CASES = [
     ((32, 7), -1),
     ((8, 5, 6, 3), -1),
     ((8, 3, 5, 6), 1),
+    # Channels first with the last axis as long as the channel axis: a
+    # (1, C, 1, 1) statistic must not be added along the last axis.
+    ((8, 4, 5, 4), 1),
     ((6, 4, 5), -1),
 ]
-CASE_IDS = ["dense", "conv_channels_last", "conv_channels_first", "sequence"]
+CASE_IDS = [
+    "dense",
+    "conv_channels_last",
+    "conv_channels_first",
+    "conv_channels_first_square",
+    "sequence",
+]
 
 
 def _data(rng, shape, steps=4):

@@ -1,0 +1,422 @@
+"""BatchNorm beyond Keras: each option against NumPy (and Keras where it has it).
+
+Backend-agnostic; `test_backends.py` runs it again on JAX.
+"""
+
+import re
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import kbn
+from kbn.callbacks import RenormClippingSchedule
+from kbn.layers import BatchNorm
+from tests import reference
+from tests.contract import run_layer_contract
+
+
+def _np(x):
+    return ops.convert_to_numpy(x).astype("float64")
+
+
+# --- Ghost batch normalization ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape,axis", [((12, 5), -1), ((8, 3, 3, 2), -1), ((8, 2, 3, 3), 1)]
+)
+def test_ghost_batches_match_numpy(rng, shape, axis):
+    size, momentum = 4, 0.9
+    layer = BatchNorm(axis=axis, virtual_batch_size=size, momentum=momentum)
+    layer.build(shape)
+    gamma = rng.uniform(0.5, 1.5, size=layer.gamma.shape)
+    beta = rng.normal(size=layer.beta.shape)
+    layer.gamma.assign(gamma)
+    layer.beta.assign(beta)
+    x = rng.normal(2.0, 3.0, size=shape).astype("float32")
+    y = _np(layer(x, training=True))
+
+    groups = x.reshape(-1, size, *shape[1:])
+    means, variances = [], []
+    for i, group in enumerate(groups):
+        mean, variance = reference.moments(group, axis)
+        means.append(mean)
+        variances.append(variance)
+        expected = reference.batch_norm(group, mean, variance, gamma, beta, 1e-3, axis)
+        reference.assert_close(y[i * size : (i + 1) * size], expected, 10.0)
+    # One update per real batch, from the averaged virtual-batch moments.
+    reference.assert_close(layer.moving_mean, (1 - momentum) * np.mean(means, 0), 10.0)
+    reference.assert_close(
+        layer.moving_variance,
+        momentum + (1 - momentum) * np.mean(variances, 0),
+        100.0,
+    )
+    # Inference uses the moving statistics, whatever the batch size.
+    expected = reference.batch_norm(
+        x[:3],
+        _np(layer.moving_mean),
+        _np(layer.moving_variance),
+        gamma,
+        beta,
+        1e-3,
+        axis,
+    )
+    reference.assert_close(layer(x[:3]), expected, 10.0)
+
+
+def test_ghost_batch_size_must_divide_the_batch(rng):
+    layer = BatchNorm(virtual_batch_size=5)
+    with pytest.raises(ValueError, match="Received: batch size 12"):
+        layer(rng.normal(size=(12, 3)).astype("float32"), training=True)
+
+
+def test_ghost_batches_train_in_a_model(rng):
+    inputs = keras.Input((6,))
+    h = BatchNorm(virtual_batch_size=10)(keras.layers.Dense(8, use_bias=False)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    model.compile(optimizer="sgd", loss="mse")
+    history = model.fit(
+        rng.normal(size=(40, 6)), rng.normal(size=(40, 2)), batch_size=20, verbose=0
+    )
+    assert np.isfinite(history.history["loss"][0])
+
+
+# --- Batch renormalization ----------------------------------------------------
+
+RENORM = {"rmax": 1.5, "rmin": 0.7, "dmax": 0.4}
+
+
+@pytest.mark.parametrize("shape,axis", [((16, 5), -1), ((6, 4, 4, 3), -1)])
+def test_renorm_matches_keras(rng, shape, axis):
+    kwargs = dict(
+        axis=axis,
+        momentum=0.8,
+        renorm=True,
+        renorm_clipping=RENORM,
+        renorm_momentum=0.7,
+    )
+    ours, theirs = BatchNorm(**kwargs), keras.layers.BatchNormalization(**kwargs)
+    ours.build(shape)
+    theirs.build(shape)
+    for name in ("gamma", "beta"):
+        value = rng.uniform(0.5, 1.5, size=getattr(theirs, name).shape)
+        getattr(theirs, name).assign(value)
+        getattr(ours, name).assign(value)
+    for step in range(5):
+        x = (rng.normal(1.0 + step, 2.0 + step, size=shape)).astype("float32")
+        reference.assert_close(ours(x, training=True), theirs(x, training=True), 20.0)
+        for name in ("moving_mean", "moving_variance", "moving_stddev", "renorm_mean"):
+            reference.assert_close(getattr(ours, name), getattr(theirs, name), 50.0)
+    reference.assert_close(ours(x), theirs(x), 20.0)
+
+
+def test_renorm_matches_numpy_formula(rng):
+    x = rng.normal(4.0, 3.0, size=(20, 3)).astype("float32")
+    layer = BatchNorm(renorm=True, renorm_clipping=RENORM, center=False, scale=False)
+    y = _np(layer(x, training=True))
+    mean, variance = reference.moments(x)
+    std = np.sqrt(variance + 1e-3)
+    # The renorm statistics start at mean 0 and stddev 1.
+    r = np.clip(std / 1.0, RENORM["rmin"], RENORM["rmax"])
+    d = np.clip((mean - 0.0) / 1.0, -RENORM["dmax"], RENORM["dmax"])
+    reference.assert_close(y, (x - mean) / std * r + d, 10.0)
+
+
+def test_renorm_gradients_match_keras(rng):
+    def trained(layer):
+        keras.utils.set_random_seed(2)
+        inputs = keras.Input((6,))
+        h = layer(keras.layers.Dense(8, use_bias=False)(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.ReLU()(h)))
+        model.compile(optimizer=keras.optimizers.SGD(0.3), loss="mse")
+        model.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0)
+        return model
+
+    x = rng.normal(1.0, 2.0, size=(40, 6)).astype("float32")
+    y = rng.normal(size=(40, 3)).astype("float32")
+    kwargs = dict(momentum=0.9, renorm=True, renorm_clipping=RENORM)
+    ours = trained(BatchNorm(**kwargs))
+    theirs = trained(keras.layers.BatchNormalization(**kwargs))
+    for a, b in zip(ours.trainable_weights, theirs.trainable_weights):
+        reference.assert_close(a, b, 1.0)
+
+
+def test_clip_limits_are_weights_a_schedule_moves(rng):
+    x = rng.normal(size=(40, 4)).astype("float32")
+    y = rng.normal(size=(40, 1)).astype("float32")
+    inputs = keras.Input((4,))
+    norm = BatchNorm(renorm=True)
+    model = keras.Model(inputs, keras.layers.Dense(1)(norm(inputs)))
+    model.compile(optimizer="sgd", loss="mse")
+    names = {w.name for w in norm.non_trainable_weights}
+    assert {"renorm_rmax", "renorm_rmin", "renorm_dmax"} <= names
+    assert float(_np(norm.renorm_rmax)) == np.inf
+    schedule = RenormClippingSchedule(warmup_batches=2, rmax_batches=6, dmax_batches=10)
+    model.fit(x, y, batch_size=10, epochs=2, verbose=0, callbacks=[schedule])
+    # 8 batches: rmax ramps 1 -> 3 over steps 2..6, dmax 0 -> 5 over 2..10.
+    assert float(_np(norm.renorm_rmax)) == pytest.approx(3.0)
+    assert float(_np(norm.renorm_dmax)) == pytest.approx(5.0 * 6 / 8)
+    assert schedule.values(0) == (1.0, 0.0) and schedule.values(4) == (2.0, 1.25)
+
+
+def test_assigned_clip_limits_change_the_output(rng):
+    x = rng.normal(5.0, 2.0, size=(20, 3)).astype("float32")
+    layer = BatchNorm(renorm=True, center=False, scale=False)
+    layer.build(x.shape)
+    layer.renorm_rmax.assign(1.0)
+    layer.renorm_rmin.assign(1.0)
+    layer.renorm_dmax.assign(0.0)
+    # r = 1 and d = 0: plain batch normalization.
+    mean, variance = reference.moments(x)
+    reference.assert_close(
+        layer(x, training=True),
+        reference.batch_norm(x, mean, variance, 1, 0, 1e-3),
+        10.0,
+    )
+
+
+# --- The paper's population statistics -----------------------------------------
+
+
+def test_momentum_none_is_the_cumulative_average(rng):
+    layer = BatchNorm(momentum=None)
+    batches = [rng.normal(i, 1 + i, size=(30, 4)).astype("float32") for i in range(4)]
+    for x in batches:
+        layer(x, training=True)
+    stats = [reference.moments(x) for x in batches]
+    reference.assert_close(layer.moving_mean, np.mean([m for m, _ in stats], 0), 10.0)
+    reference.assert_close(
+        layer.moving_variance, np.mean([v for _, v in stats], 0), 100.0
+    )
+    assert float(_np(layer.num_batches)) == 4.0
+
+
+@pytest.mark.parametrize("shape,axis", [((10, 3), -1), ((4, 3, 5, 2), -1)])
+def test_unbiased_population_variance(rng, shape, axis):
+    x = rng.normal(1.0, 2.0, size=shape).astype("float32")
+    layer = BatchNorm(axis=axis, momentum=0.0, unbiased_variance=True)
+    y = layer(x, training=True)
+    mean, variance = reference.moments(x, axis)
+    m = x.size / shape[axis]
+    reference.assert_close(layer.moving_variance, variance * m / (m - 1), 10.0)
+    # Training itself still normalizes with the biased batch variance.
+    reference.assert_close(
+        y, reference.batch_norm(x, mean, variance, 1.0, 0.0, 1e-3, axis), 10.0
+    )
+
+
+def _mlp(batch_norm_kwargs=None):
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((6,))
+    h = inputs
+    for _ in range(2):
+        h = keras.layers.Dense(5, use_bias=False)(h)
+        h = BatchNorm(**(batch_norm_kwargs or {}))(h)
+        h = keras.layers.ReLU()(h)
+    return keras.Model(inputs, keras.layers.Dense(2)(h))
+
+
+def _numpy_training_pass(model, x):
+    """The inputs each BatchNorm sees in a training-mode pass, in NumPy."""
+    seen, h = [], x.astype("float64")
+    for layer in model.layers[1:]:
+        if isinstance(layer, keras.layers.Dense):
+            h = h @ _np(layer.kernel) + (_np(layer.bias) if layer.use_bias else 0)
+        elif isinstance(layer, BatchNorm):
+            seen.append(h)
+            mean, variance = h.mean(0), h.var(0)
+            h = (h - mean) / np.sqrt(variance + layer.epsilon) * _np(layer.gamma)
+            h = h + _np(layer.beta)
+        else:
+            h = np.maximum(h, 0)
+    return seen
+
+
+def test_recompute_statistics_against_numpy(rng):
+    model = _mlp()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x = rng.normal(2.0, 3.0, size=(50, 6)).astype("float32")
+    model.fit(x, rng.normal(size=(50, 2)), batch_size=10, epochs=2, verbose=0)
+    before = [_np(w) for w in model.trainable_weights]
+
+    used = kbn.recompute_batch_norm_statistics(model, x, batch_size=10)
+    assert used == 5
+    norms = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
+    per_batch = [_numpy_training_pass(model, x[i : i + 10]) for i in range(0, 50, 10)]
+    for index, norm in enumerate(norms):
+        inputs = [batch[index] for batch in per_batch]
+        mean = np.mean([h.mean(0) for h in inputs], 0)
+        variance = np.mean([h.var(0) * 10 / 9 for h in inputs], 0)
+        reference.assert_close(norm.moving_mean, mean, 10.0)
+        reference.assert_close(norm.moving_variance, variance, 100.0)
+    for a, b in zip(before, model.trainable_weights):
+        np.testing.assert_array_equal(a, _np(b))
+    assert norms[0].momentum == 0.99  # settings restored
+
+
+def test_recompute_statistics_takes_batches_and_a_cap(rng):
+    model = _mlp({"momentum": None})
+    batches = [(rng.normal(size=(8, 6)).astype("float32"), None) for _ in range(6)]
+    assert kbn.recompute_batch_norm_statistics(model, iter(batches), num_batches=4) == 4
+    norm = next(layer for layer in model.layers if isinstance(layer, BatchNorm))
+    assert float(_np(norm.num_batches)) == 4.0
+    first = [_numpy_training_pass(model, b[0])[0] for b in batches[:4]]
+    reference.assert_close(norm.moving_mean, np.mean([h.mean(0) for h in first], 0))
+
+
+def test_recompute_statistics_needs_batch_norm():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(ValueError, match="Received: model="):
+        kbn.recompute_batch_norm_statistics(model, np.ones((4, 3), "float32"))
+
+
+# --- Folding -----------------------------------------------------------------
+
+
+def _trained(model, x, rng):
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    y = rng.normal(size=(len(x), *model.output.shape[1:])).astype("float32")
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("norm", [BatchNorm, keras.layers.BatchNormalization])
+def test_fold_dense(rng, norm):
+    inputs = keras.Input((7,))
+    h = keras.layers.Dense(6, use_bias=False)(inputs)
+    h = keras.layers.ReLU()(norm()(h))
+    h = keras.layers.Dense(5)(h)  # with a bias
+    h = norm(center=False)(h)
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    x = rng.normal(1.0, 2.0, size=(32, 7)).astype("float32")
+    _trained(model, x, rng)
+    folded = kbn.fold_batch_norm(model)
+    assert len(folded.layers) == len(model.layers) - 2
+    assert not any(isinstance(layer, norm) for layer in folded.layers)
+    reference.assert_close(folded(x), model(x, training=False), 10.0)
+
+
+@pytest.mark.parametrize(
+    "data_format,axis", [("channels_last", -1), ("channels_first", 1)]
+)
+def test_fold_conv(rng, data_format, axis):
+    # Widths differ from the filter counts: Keras 3.15's ops.add on
+    # TensorFlow adds a (1, C, 1, 1) bias on the last axis when that axis also
+    # has size C, which breaks Conv2D(data_format="channels_first") itself.
+    shape = (7, 7, 2) if data_format == "channels_last" else (2, 7, 7)
+    inputs = keras.Input(shape)
+    h = keras.layers.Conv2D(4, 3, use_bias=False, data_format=data_format)(inputs)
+    h = keras.layers.ReLU()(BatchNorm(axis=axis)(h))
+    h = keras.layers.Conv2D(5, 3, data_format=data_format)(h)
+    h = keras.layers.BatchNormalization(axis=axis)(h)
+    model = keras.Model(inputs, keras.layers.Flatten()(h))
+    x = rng.normal(size=(16, *shape)).astype("float32")
+    _trained(model, x, rng)
+    folded = kbn.fold_batch_norm(model)
+    assert len(folded.layers) == len(model.layers) - 2
+    reference.assert_close(folded(x), model(x, training=False), 10.0)
+
+
+def test_fold_keeps_what_it_cannot_fold(rng):
+    inputs = keras.Input((4,))
+    a = keras.layers.Dense(3, activation="relu")(inputs)
+    a = BatchNorm()(a)  # after an activation: not foldable
+    b = keras.layers.Dense(3)(inputs)
+    c = keras.layers.Add()([b, a])
+    c = BatchNorm()(c)  # after Add: not foldable
+    d = keras.layers.Dense(3)(c)
+    e = BatchNorm(track_running_stats=False)(d)  # batch statistics always
+    model = keras.Model(inputs, e)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    folded = kbn.fold_batch_norm(model)
+    assert len(folded.layers) == len(model.layers)
+    reference.assert_close(folded(x), model(x), 10.0)
+
+
+def test_fold_rejects_a_non_model():
+    with pytest.raises(TypeError, match="Received: model of type BatchNorm"):
+        kbn.fold_batch_norm(BatchNorm())
+
+
+# --- Modes and edge cases -----------------------------------------------------
+
+
+def test_batch_statistics_always(rng):
+    x = rng.normal(3.0, 2.0, size=(16, 4)).astype("float32")
+    layer = BatchNorm(track_running_stats=False)
+    mean, variance = reference.moments(x)
+    expected = reference.batch_norm(x, mean, variance, 1.0, 0.0, 1e-3)
+    reference.assert_close(layer(x, training=False), expected, 10.0)
+    reference.assert_close(layer(x, training=True), expected, 10.0)
+    assert layer.moving_mean is None
+    assert [w.name for w in layer.weights] == ["gamma", "beta"]
+
+
+def test_one_value_per_feature_warns_once_naming_the_layer():
+    layer = BatchNorm(name="bn_single")
+    with pytest.warns(UserWarning, match="'bn_single'.*one value per feature"):
+        y = layer(np.full((1, 3), 7.0, "float32"), training=True)
+    np.testing.assert_allclose(_np(y), 0.0)  # beta
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(np.full((1, 3), 7.0, "float32"), training=True)
+    # Inference with one example is fine and silent.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BatchNorm()(np.ones((1, 3), "float32"))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_half_precision_large_values_do_not_overflow(rng, policy):
+    x = rng.normal(2.0e4, 8.0e3, size=(64, 3)).astype("float32")
+    layer = BatchNorm(dtype=policy)
+    y = layer(ops.cast(x, policy.split("_")[1]), training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == policy.split("_")[1]
+    y = _np(y)
+    assert np.isfinite(y).all()
+    # The variance (about 6e7) overflows float16 (max 65,504): computed in
+    # float32, the outputs are normalized.
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=0.05)
+    np.testing.assert_allclose(y.std(0), 1.0, atol=0.05)
+    assert np.isfinite(_np(layer.moving_variance)).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"virtual_batch_size": 3},
+        {"renorm": True, "renorm_clipping": {"rmax": 2.0, "dmax": 1.0}},
+        {"momentum": None, "unbiased_variance": True},
+        {"track_running_stats": False},
+        {"synchronized": True},
+    ],
+    ids=[
+        "ghost",
+        "renorm",
+        "cumulative_unbiased",
+        "batch_stats_always",
+        "synchronized",
+    ],
+)
+def test_every_option_survives_a_keras_round_trip(kwargs, tmp_path):
+    run_layer_contract(BatchNorm, kwargs, input_shape=(6, 3, 4), tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs,received",
+    [
+        ({"virtual_batch_size": 0}, "virtual_batch_size=0"),
+        ({"renorm_clipping": {"rmax": 2}}, "renorm=False"),
+        ({"renorm": True, "renorm_clipping": {"r": 1}}, "renorm_clipping={'r': 1}"),
+        ({"renorm": True, "renorm_clipping": {"rmax": 1, "rmin": 2}}, "rmax=1.0"),
+        ({"renorm": True, "momentum": None}, "momentum=None"),
+        ({"renorm_momentum": 2}, "renorm_momentum=2"),
+    ],
+)
+def test_bad_options_name_the_value(kwargs, received):
+    with pytest.raises(ValueError, match=re.escape(received)):
+        BatchNorm(**kwargs)
