@@ -73,6 +73,22 @@ class Dataset:
     source: str
     full: bool
 
+    def with_images(self, transform):
+        """A copy whose images, in every split, are `transform(images)`.
+
+        For example `dataset.with_images(lambda x: x.reshape(-1, 28, 28, 1))`
+        for a conv net, or a fixed permutation of the pixels.
+        """
+        splits = {
+            name: Split(transform(split.images), split.labels)
+            for name, split in (
+                ("train", self.train),
+                ("validation", self.validation),
+                ("test", self.test),
+            )
+        }
+        return dataclasses.replace(self, **splits)
+
     def describe(self):
         return (
             f"{self.name}: train {len(self.train):,} / validation "

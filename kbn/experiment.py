@@ -14,32 +14,25 @@ trains each with plain SGD on the same sequence of batches for
 - `without_bn/`, `with_bn/`: TensorBoard logs (`tensorboard --logdir`).
 
 Training goes through `model.fit` with kbn's callbacks, wrapped in
-`kbn.training.MultiStepTrainer` (images on the device, several batches per
-compiled call). One Keras "epoch" is one sampling interval, so Keras's
-epoch-level logs line up with the samples.
+`kbn.training.MultiStepTrainer` (see `kbn.fitting`).
 """
 
 import dataclasses
-import glob
-import json
-import math
 import os
 import platform
-import time
 
 import keras
-import numpy as np
-import pandas as pd
 
-from kbn import callbacks as kbn_callbacks
 from kbn import data as kbn_data
+from kbn import fitting
 from kbn import models
-from kbn.inference import Accuracy
-from kbn.training import MultiStepTrainer
+from kbn.fitting import ComparisonResult
+from kbn.fitting import NetworkResult  # noqa: F401 - part of this module's API
+from kbn.fitting import check as _check
+from kbn.fitting import clear_event_files  # noqa: F401 - used by kbn.grid
 
 WEIGHT_SCALES = {"good": models.GOOD_WEIGHT_SCALE, "bad": models.BAD_WEIGHT_SCALE}
 NETWORKS = {"without_bn": False, "with_bn": True}
-MAX_BATCHES_PER_STEP = 250
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,21 +86,7 @@ class ExperimentConfig:
             self.weights,
             f"one of {sorted(WEIGHT_SCALES)}",
         )
-        for field in ("batches", "batches_per_sample", "batch_size"):
-            value = getattr(self, field)
-            _check(_is_int(value) and value > 0, field, value, "a positive int")
-        _check(_is_int(self.seed), "seed", self.seed, "an int")
-        if self.batches_per_step is not None:
-            per_step = self.batches_per_step
-            _check(
-                _is_int(per_step)
-                and per_step > 0
-                and self.sample_interval % per_step == 0,
-                "batches_per_step",
-                per_step,
-                f"a positive divisor of {self.sample_interval} (the greatest "
-                "common divisor of batches and batches_per_sample)",
-            )
+        _ = self.schedule  # validates batches, sampling, batch size, seed
 
     @property
     def weight_scale(self):
@@ -123,16 +102,22 @@ class ExperimentConfig:
         )
 
     @property
+    def schedule(self):
+        return fitting.Schedule(
+            batches=self.batches,
+            batches_per_sample=self.batches_per_sample,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            batches_per_step=self.batches_per_step,
+        )
+
+    @property
     def sample_interval(self):
-        """Batches per Keras epoch: divides both the run and the sampling."""
-        return math.gcd(self.batches, self.batches_per_sample)
+        return self.schedule.sample_interval
 
     @property
     def resolved_batches_per_step(self):
-        if self.batches_per_step is not None:
-            return self.batches_per_step
-        interval = self.sample_interval
-        return max(d for d in range(1, MAX_BATCHES_PER_STEP + 1) if interval % d == 0)
+        return self.schedule.resolved_batches_per_step
 
     @property
     def run_dir(self):
@@ -140,84 +125,14 @@ class ExperimentConfig:
 
 
 @dataclasses.dataclass
-class NetworkResult:
-    """What one network's training and testing produced."""
+class ExperimentResult(ComparisonResult):
+    """Both networks' results, their configuration, and where they went."""
 
-    name: str
-    steps: list
-    accuracies: list
-    losses: list
-    final_validation_accuracy: float
-    test_accuracy: float
-    diverged: bool
-    wall_time: float
-    model: keras.Model = dataclasses.field(repr=False)
-
-    @property
-    def steps_per_second(self):
-        return self.steps[-1] / self.wall_time if self.steps else 0.0
-
-    def first_step_reaching(self, accuracy):
-        """First recorded step with validation accuracy >= `accuracy`, or None."""
-        for step, value in zip(self.steps, self.accuracies):
-            if value >= accuracy:
-                return step
-        return None
-
-    def summary(self):
-        return {
-            "network": self.name,
-            "final_validation_accuracy": self.final_validation_accuracy,
-            "test_accuracy": self.test_accuracy,
-            "first_step_0.8": self.first_step_reaching(0.8),
-            "first_step_0.9": self.first_step_reaching(0.9),
-            "diverged": self.diverged,
-            "wall_time_s": self.wall_time,
-            "steps_per_second": self.steps_per_second,
-        }
-
-
-@dataclasses.dataclass
-class ExperimentResult:
-    """Both networks' results, and where they were written."""
-
-    config: ExperimentConfig
-    networks: dict
-    data_source: str
-    paths: dict = dataclasses.field(default_factory=dict)
-
-    def curves(self):
-        """Long DataFrame: network, step, validation_accuracy, training_loss."""
-        frames = [
-            pd.DataFrame(
-                {
-                    "network": r.name,
-                    "step": r.steps,
-                    "validation_accuracy": r.accuracies,
-                    "training_loss": r.losses,
-                }
-            )
-            for r in self.networks.values()
-        ]
-        return pd.concat(frames, ignore_index=True)
-
-    def summary(self):
-        """One row per network."""
-        frame = pd.DataFrame([r.summary() for r in self.networks.values()])
-        for column in ("first_step_0.8", "first_step_0.9"):
-            frame[column] = frame[column].astype("Int64")
-        return frame
+    config: ExperimentConfig = None
 
 
 def train_network(
-    config,
-    dataset,
-    kernels,
-    batch_norm,
-    name,
-    log_dir=None,
-    callbacks=(),
-    verbose=True,
+    config, dataset, kernels, batch_norm, name, log_dir=None, callbacks=(), verbose=True
 ):
     """Trains and tests one network of the experiment.
 
@@ -232,97 +147,35 @@ def train_network(
         verbose: Show a progress bar.
 
     Returns:
-        A `NetworkResult`.
+        A `kbn.fitting.NetworkResult`.
     """
-    model, trainer = build_trainer(config, dataset, kernels, batch_norm)
-    recorder = kbn_callbacks.ValidationAccuracyRecorder(
-        (dataset.validation.images, dataset.validation.labels),
-        every_n_batches=config.batches_per_sample,
+    return fitting.fit_and_test(
+        models.build_mlp(kernels, config.activation, batch_norm),
+        dataset,
+        keras.optimizers.SGD(config.learning_rate),
+        config.schedule,
+        name,
         log_dir=log_dir,
-    )
-    all_callbacks = [recorder, *callbacks]
-    if log_dir is not None:
-        all_callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
-    if verbose:
-        all_callbacks.append(
-            kbn_callbacks.TrainingProgress(config.batches, label=f"{name:>10}:")
-        )
-    blocks = training_blocks(config, dataset)
-    wall_time = fit_batches(trainer, config, blocks, config.batches, all_callbacks)
-    test_accuracy = Accuracy(model, dataset.test.images, dataset.test.labels)()
-    diverged = not all(math.isfinite(x) for x in recorder.losses) or not all(
-        np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights
-    )
-    return NetworkResult(
-        name=name,
-        steps=list(recorder.steps),
-        accuracies=list(recorder.accuracies),
-        losses=list(recorder.losses),
-        final_validation_accuracy=recorder.accuracies[-1],
-        test_accuracy=test_accuracy,
-        diverged=diverged,
-        wall_time=wall_time,
-        model=model,
+        callbacks=callbacks,
+        verbose=verbose,
     )
 
 
 def build_trainer(config, dataset, kernels, batch_norm):
-    """The network of `config` and its compiled `MultiStepTrainer`.
-
-    Returns:
-        A tuple `(model, trainer)`; `trainer` trains `model` in place.
-    """
+    """The network of `config` and its compiled `MultiStepTrainer`."""
     model = models.build_mlp(kernels, config.activation, batch_norm)
-    trainer = MultiStepTrainer(
-        model, dataset.train.images, config.resolved_batches_per_step
-    )
-    trainer.compile(
-        optimizer=keras.optimizers.SGD(config.learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    return model, trainer
+    optimizer = keras.optimizers.SGD(config.learning_rate)
+    return model, fitting.make_trainer(model, dataset, optimizer, config.schedule)
 
 
 def training_blocks(config, dataset):
     """The endless stream of index blocks that `fit_batches` trains on."""
-    return kbn_data.index_batches(
-        dataset.train.labels,
-        batch_size=config.batch_size,
-        batches_per_step=config.resolved_batches_per_step,
-        seed=config.seed,
-    )
+    return fitting.training_blocks(config.schedule, dataset)
 
 
 def fit_batches(trainer, config, blocks, batches, callbacks=()):
-    """Trains for `batches` batches, one Keras epoch per sampling interval.
-
-    Args:
-        trainer: From `build_trainer`.
-        config: `ExperimentConfig`.
-        blocks: From `training_blocks`; consumed, so calls continue the
-            batch order.
-        batches: A multiple of `config.sample_interval`.
-        callbacks: Callbacks for `fit`.
-
-    Returns:
-        Wall time of the `fit` call in seconds.
-    """
-    interval = config.sample_interval
-    if batches % interval:
-        raise ValueError(
-            f"Invalid value for argument batches. Expected a multiple of "
-            f"{interval}. Received: batches={batches}"
-        )
-    start = time.perf_counter()
-    trainer.fit(
-        blocks,
-        epochs=batches // interval,
-        steps_per_epoch=interval // config.resolved_batches_per_step,
-        callbacks=list(callbacks),
-        shuffle=False,  # the batches are shuffled by index_batches
-        verbose=0,
-    )
-    return time.perf_counter() - start
+    """Trains for `batches` batches (see `kbn.fitting.fit_batches`)."""
+    return fitting.fit_batches(trainer, config.schedule, blocks, batches, callbacks)
 
 
 def train_and_test(config, dataset=None, networks=None, write=True, verbose=True):
@@ -360,7 +213,9 @@ def train_and_test(config, dataset=None, networks=None, write=True, verbose=True
             log_dir=log_dir,
             verbose=verbose,
         )
-    result = ExperimentResult(config, results, dataset.source)
+    result = ExperimentResult(
+        results, dataset.source, title=describe(config), config=config
+    )
     if write:
         result.paths = write_results(result)
     return result
@@ -368,31 +223,17 @@ def train_and_test(config, dataset=None, networks=None, write=True, verbose=True
 
 def write_results(result):
     """Writes config, results, curves and plot of `result`; returns the paths."""
-    from kbn.plotting import plot_training_accuracies
+    metadata = run_metadata(result.config, result.data_source)
+    return fitting.write_comparison(result, result.config.run_dir, metadata)
 
-    run_dir = result.config.run_dir
-    os.makedirs(run_dir, exist_ok=True)
-    paths = {
-        "config": os.path.join(run_dir, "config.json"),
-        "results_json": os.path.join(run_dir, "results.json"),
-        "results_csv": os.path.join(run_dir, "results.csv"),
-        "curves": os.path.join(run_dir, "curves.csv"),
-        "plot": os.path.join(run_dir, "accuracy.png"),
-        "tensorboard": run_dir,
-    }
-    with open(paths["config"], "w") as f:
-        json.dump(run_metadata(result.config, result.data_source), f, indent=2)
-    summary = result.summary()
-    with open(paths["results_json"], "w") as f:
-        json.dump(summary.to_dict(orient="records"), f, indent=2)
-    summary.to_csv(paths["results_csv"], index=False)
-    result.curves().to_csv(paths["curves"], index=False)
-    figure = plot_training_accuracies(result)
-    figure.savefig(paths["plot"], dpi=120)
-    import matplotlib.pyplot as plt
 
-    plt.close(figure)
-    return paths
+def describe(config):
+    """One-line description of an experiment configuration."""
+    return (
+        f"{config.activation}, learning rate {config.learning_rate:g}, "
+        f"{config.weights} weights (σ {config.weight_scale:g}), "
+        f"{config.batches:,} batches of {config.batch_size}"
+    )
 
 
 def run_metadata(config, data_source):
@@ -408,27 +249,5 @@ def run_metadata(config, data_source):
     }
 
 
-def clear_event_files(log_dir):
-    """Removes the TensorBoard event files of an earlier run in `log_dir`.
-
-    A run replaces an earlier run of the same name; without this, TensorBoard
-    would draw both runs' events as one jagged line.
-    """
-    for path in glob.glob(os.path.join(log_dir, "*", "events.out.tfevents.*")):
-        os.remove(path)
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check(ok, name, value, expected):
-    if not ok:
-        raise ValueError(
-            f"Invalid value for argument {name}. Expected {expected}. "
-            f"Received: {name}={value!r}"
-        )

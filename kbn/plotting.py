@@ -6,18 +6,29 @@ matplotlib.use("Agg", force=False)
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-NETWORK_LABELS = {"without_bn": "Without batch norm", "with_bn": "With batch norm"}
-NETWORK_COLORS = {"without_bn": "tab:blue", "with_bn": "tab:orange"}
+NETWORK_LABELS = {
+    "without_bn": "Without batch norm",
+    "with_bn": "With batch norm",
+    "lstm": "LSTM",
+    "bn_lstm": "BN-LSTM",
+}
+NETWORK_COLORS = {
+    "without_bn": "tab:blue",
+    "with_bn": "tab:orange",
+    "lstm": "tab:blue",
+    "bn_lstm": "tab:orange",
+}
 
 
 def plot_training_accuracies(result_or_curves, title=None, ax=None):
     """Validation accuracy against training steps, one line per network.
 
     Args:
-        result_or_curves: A `kbn.experiment.ExperimentResult`, or a DataFrame
+        result_or_curves: A `kbn.fitting.ComparisonResult` (such as
+            `kbn.experiment.ExperimentResult`), or a DataFrame
             with columns `network`, `step` and `validation_accuracy` (as
             `ExperimentResult.curves()` and `curves.csv`).
-        title: Plot title; an `ExperimentResult` names its configuration.
+        title: Plot title; defaults to the result's title.
         ax: Optional matplotlib Axes to draw into.
 
     Returns:
@@ -29,7 +40,7 @@ def plot_training_accuracies(result_or_curves, title=None, ax=None):
         curves = result_or_curves.curves()
         note = f"Data: {result_or_curves.data_source}"
         if title is None:
-            title = describe(result_or_curves.config)
+            title = result_or_curves.title
     missing = {"network", "step", "validation_accuracy"} - set(curves.columns)
     if missing:
         raise ValueError(
@@ -65,15 +76,6 @@ def plot_training_accuracies(result_or_curves, title=None, ax=None):
             color="0.4",
         )
     return figure
-
-
-def describe(config):
-    """One-line description of an experiment configuration."""
-    return (
-        f"{config.activation}, learning rate {config.learning_rate:g}, "
-        f"{config.weights} weights (σ {config.weight_scale:g}), "
-        f"{config.batches:,} batches of {config.batch_size}"
-    )
 
 
 def plot_grid_overview(curves, columns=3, title=None):

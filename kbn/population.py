@@ -15,17 +15,18 @@ import numpy as np
 from keras import ops
 
 from kbn.layers import BatchNorm
+from kbn.layers import BNLSTMCell
 
 
 def batch_norm_layers(model):
-    """Every kbn `BatchNorm` in `model`, nested models and RNN cells included."""
+    """Every kbn `BatchNorm` and `BNLSTMCell` in `model`, nested ones included."""
     found, stack, seen = [], [model], set()
     while stack:
         layer = stack.pop(0)
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        if isinstance(layer, BatchNorm):
+        if isinstance(layer, (BatchNorm, BNLSTMCell)):
             found.append(layer)
         stack.extend(getattr(layer, "layers", []) or [])
         cell = getattr(layer, "cell", None)
@@ -45,7 +46,8 @@ def recompute_batch_norm_statistics(
     """Replaces moving statistics by population statistics of `data`.
 
     Resets every kbn `BatchNorm` of `model` that tracks running statistics,
-    then passes `data` through the model in training mode (batch statistics)
+    (and every `BNLSTMCell`, per time step), then passes `data` through the
+    model in training mode (batch statistics)
     and sets each layer's moving mean and variance to the plain average of
     its batch moments over all batches, the variance made unbiased with
     `m / (m - 1)` (`unbiased=True`, the paper's choice). No trainable weight
@@ -63,19 +65,24 @@ def recompute_batch_norm_statistics(
     Returns:
         The number of batches used.
     """
-    layers = [layer for layer in batch_norm_layers(model) if layer.track_running_stats]
+    layers = [
+        layer
+        for layer in batch_norm_layers(model)
+        if getattr(layer, "track_running_stats", True)
+    ]
     if not layers:
         raise ValueError(
             "The model has no kbn BatchNorm layer with running statistics. "
             f"Received: model={model.name!r}"
         )
-    if any(layer.renorm for layer in layers):
+    if any(getattr(layer, "renorm", False) for layer in layers):
         raise ValueError(
             "recompute_batch_norm_statistics does not support renorm=True "
             "layers (their moving statistics are standard deviations)."
         )
     saved = [
-        (layer.momentum, layer.unbiased_variance, layer.trainable) for layer in layers
+        (layer.momentum, getattr(layer, "unbiased_variance", None), layer.trainable)
+        for layer in layers
     ]
     position = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
     try:
@@ -83,7 +90,8 @@ def recompute_batch_norm_statistics(
             # With momentum 0 each pass leaves exactly that batch's moments
             # in the moving statistics; they are summed here.
             layer.momentum = 0.0
-            layer.unbiased_variance = bool(unbiased)
+            if isinstance(layer, BatchNorm):
+                layer.unbiased_variance = bool(unbiased)
             layer.trainable = True
         step = _compiled_training_pass(model)
         trainable = [v.value for v in model.trainable_variables]
@@ -95,7 +103,7 @@ def recompute_batch_norm_statistics(
                 break
             state = step(trainable, initial, ops.convert_to_tensor(batch))
             for layer in layers:
-                for variable in (layer.moving_mean, layer.moving_variance):
+                for variable in _statistics(layer):
                     value = state[position[id(variable)]]
                     key = id(variable)
                     sums[key] = value if key not in sums else sums[key] + value
@@ -103,17 +111,32 @@ def recompute_batch_norm_statistics(
         if used == 0:
             raise ValueError("Received no batches in data.")
         for layer in layers:
-            for variable in (layer.moving_mean, layer.moving_variance):
+            for variable in _statistics(layer):
                 variable.assign(sums[id(variable)] / used)
         for layer, (momentum, _, _) in zip(layers, saved):
-            if momentum is None:
+            if isinstance(layer, BNLSTMCell):
+                layer.num_updates.assign(
+                    np.full(layer.num_updates.shape, used, "float32")
+                )
+            elif momentum is None:
                 layer.num_batches.assign(float(used))
     finally:
         for layer, (momentum, unbiased_variance, trainable) in zip(layers, saved):
             layer.momentum = momentum
-            layer.unbiased_variance = unbiased_variance
+            if isinstance(layer, BatchNorm):
+                layer.unbiased_variance = unbiased_variance
             layer.trainable = trainable
     return used
+
+
+def _statistics(layer):
+    if isinstance(layer, BNLSTMCell):
+        return [
+            getattr(layer, f"{name}_{part}")
+            for part in "xhc"
+            for name in ("moving_mean", "moving_variance")
+        ]
+    return [layer.moving_mean, layer.moving_variance]
 
 
 def _batches(data, batch_size):

@@ -75,3 +75,36 @@ def test_bad_arguments():
         models.build_mlp([kernels[0], kernels[0]])
     with pytest.raises(ValueError, match="Received: scale=0"):
         models.initial_weights(scale=0)
+
+
+def test_convnet_variants_start_from_the_same_kernels():
+    plain = models.build_convnet(depth=6, batch_norm=False, seed=3)
+    normed = models.build_convnet(depth=6, batch_norm=True, seed=3)
+    convs = [
+        (a, b)
+        for a, b in zip(
+            [x for x in plain.layers if isinstance(x, keras.layers.Conv2D)],
+            [x for x in normed.layers if isinstance(x, keras.layers.Conv2D)],
+        )
+    ]
+    assert len(convs) == 6
+    for a, b in convs:
+        np.testing.assert_array_equal(a.kernel.numpy(), b.kernel.numpy())
+        assert a.use_bias and not b.use_bias
+    assert [c.strides for c, _ in convs] == [(1, 1), (1, 1), (2, 2)] * 2
+    assert [c.filters for c, _ in convs] == [4, 8, 12, 16, 20, 24]
+    norms = [x for x in normed.layers if isinstance(x, BatchNorm)]
+    # One statistic per feature map, and one per unit of the dense layer.
+    assert [tuple(n.moving_mean.shape) for n in norms] == [
+        (f,) for f in (4, 8, 12, 16, 20, 24, 100)
+    ]
+    assert normed.output.shape == (None, 10)
+    other = models.build_convnet(depth=6, seed=4)
+    assert not np.array_equal(
+        other.layers[1].kernel.numpy(), convs[0][0].kernel.numpy()
+    )
+
+
+def test_convnet_bad_depth():
+    with pytest.raises(ValueError, match="Received: depth=0"):
+        models.build_convnet(depth=0)

@@ -224,3 +224,39 @@ def test_benchmark_rejects_an_unknown_backend():
     result = run_recipe("benchmark.py", "--backends", "torch", check=False)
     assert result.returncode == 2
     assert "Received: ['torch']" in result.stderr
+
+
+def _read_back(run_dir, networks, steps):
+    summary = pd.read_csv(run_dir / "results.csv")
+    assert summary["network"].tolist() == networks
+    assert summary["final_validation_accuracy"].between(0, 1).all()
+    curves = pd.read_csv(run_dir / "curves.csv")
+    for network in networks:
+        assert curves[curves["network"] == network]["step"].tolist() == steps
+    assert matplotlib.image.imread(run_dir / "accuracy.png").ndim == 3
+    from tests.test_callbacks import read_scalars
+
+    for network in networks:
+        scalars = read_scalars(str(run_dir / network / "validation"))
+        assert [s for s, _ in scalars["validation_accuracy"]] == steps
+
+
+def test_convnet_tiny(tmp_path):
+    result = run_recipe(
+        "convnet.py", "--depth", "3", "--batches", "20", "--batches-per-sample", "10",
+        "--batch-size", "16", "--log-dir", tmp_path, backend="tensorflow",
+    )  # fmt: skip
+    assert "Published (20 layers" in result.stdout
+    _read_back(tmp_path / "convnet_3_20_seed0", ["without_bn", "with_bn"], [10, 20])
+
+
+def test_sequential_mnist_tiny(tmp_path):
+    result = run_recipe(
+        "sequential_mnist.py", "--units", "8", "--batches", "20",
+        "--batches-per-sample", "10", "--batch-size", "16", "--permute",
+        "--log-dir", tmp_path,
+    )  # fmt: skip
+    assert "permuted_rows: 28 steps of 28" in result.stdout
+    _read_back(
+        tmp_path / "sequential_permuted_rows_20_seed0", ["lstm", "bn_lstm"], [10, 20]
+    )
