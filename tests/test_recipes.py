@@ -1,5 +1,6 @@
 """The recipes as a user runs them: real processes, outputs read back."""
 
+import json
 import os
 import subprocess
 import sys
@@ -260,3 +261,62 @@ def test_sequential_mnist_tiny(tmp_path):
     _read_back(
         tmp_path / "sequential_permuted_rows_20_seed0", ["lstm", "bn_lstm"], [10, 20]
     )
+
+
+def test_distributed_mirrored_equals_one_device(tmp_path):
+    finals = {}
+    for strategy in ("none", "mirrored"):
+        run_recipe(
+            "distributed.py", "--strategy", strategy, "--batches", "100",
+            "--batches-per-sample", "50", "--log-dir", tmp_path, backend="tensorflow",
+        )  # fmt: skip
+        run_dir = tmp_path / f"distributed_{strategy}_100_seed0"
+        finals[strategy] = pd.read_csv(run_dir / "results.csv").iloc[0]
+        _read_back(run_dir, ["with_bn"], [50, 100])
+    for key in ("final_validation_accuracy", "test_accuracy"):
+        assert finals["none"][key] == finals["mirrored"][key]
+
+
+def test_distributed_two_workers_with_the_same_command(tmp_path):
+    from tests.test_distributed import _free_ports
+
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    processes = []
+    for index in range(2):
+        config = json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        )
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable, os.path.join(ROOT, "recipes", "distributed.py"),
+                    "--strategy", "multiworker", "--batches", "100",
+                    "--batches-per-sample", "50",
+                    "--log-dir", str(tmp_path / f"w{index}"),
+                ],
+                cwd=ROOT,
+                env={**os.environ, "TF_CONFIG": config},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in processes]
+    for process, (out, err) in zip(processes, outs):
+        assert process.returncode == 0, out[-2000:] + err[-2000:]
+    assert "2 replica(s), global batch 60 = 2 x 30" in outs[0][0]
+    # Worker 0 writes the results; worker 1 nothing.
+    assert (
+        tmp_path / "w0" / "distributed_multiworker_100_seed0" / "results.csv"
+    ).exists()
+    assert not (tmp_path / "w1").exists()
+
+
+def test_distributed_rejects_an_indivisible_batch(tmp_path):
+    result = run_recipe(
+        "distributed.py", "--global-batch-size", "61", "--batches", "10",
+        "--log-dir", tmp_path, check=False, backend="tensorflow",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Received: global_batch_size=61" in result.stderr
