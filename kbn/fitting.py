@@ -360,5 +360,20 @@ def compare_networks(
         )
     result = ComparisonResult(networks, dataset.source, title=title)
     if run_dir is not None:
-        result.paths = write_comparison(result, run_dir, metadata or {})
+        metadata = {
+            **(metadata or {}),
+            "data_source": dataset.source,
+            "backend": keras.backend.backend(),
+        }
+        result.paths = write_comparison(result, run_dir, metadata)
     return result
+
+
+def summary_text(result):
+    """The per-network table a recipe prints, then the paths it wrote."""
+    columns = ["network", "final_validation_accuracy", "test_accuracy", "wall_time_s"]
+    lines = [
+        result.summary()[columns].to_string(index=False, float_format="{:.4f}".format)
+    ]
+    lines += [f"{name:>13}: {path}" for name, path in result.paths.items()]
+    return "\n".join(lines)

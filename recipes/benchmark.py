@@ -15,7 +15,7 @@ Each measurement is repeated `--repeats` times, interleaved, and the median
 is reported with the ratios the project aims at. Each backend runs in its own
 process (Keras picks its backend once per process).
 
-    python recipes/benchmark.py                     # about 6 minutes here
+    python recipes/benchmark.py                     # about 7 minutes here
     python recipes/benchmark.py --batches 2000 --repeats 1 --backends jax
 
 Writes `<out>/benchmark.csv` (every repeat), `<out>/benchmark.md` (medians

@@ -7,7 +7,7 @@ feature map, over batch, height and width. Its follow-up notebook trained a
 accuracy (it does not learn), with batch norm about 0.97. Both variants here
 start from the same kernels and see the same batches.
 
-    python recipes/convnet.py                  # 800 batches, a few minutes
+    python recipes/convnet.py                  # 800 batches, about a minute
     python recipes/convnet.py --depth 10 --batches 400
 
 Writes `logs/convnet_<depth>_<batches>_seed<seed>/` like `compare.py`:
@@ -90,22 +90,13 @@ def main(argv=None):
             f"Adam {args.learning_rate:g}, "
             f"{args.batches:,} batches of {args.batch_size}"
         ),
-        metadata={
-            "args": vars(args),
-            "data_source": dataset.source,
-            "backend": keras.backend.backend(),
-        },
+        metadata={"args": vars(args)},
     )
-    columns = ["network", "final_validation_accuracy", "test_accuracy", "wall_time_s"]
     print()
-    print(
-        result.summary()[columns].to_string(index=False, float_format="{:.4f}".format)
-    )
+    print(fitting.summary_text(result))
     print(
         "Published (20 layers, 800 batches, full MNIST): about 0.11 without, 0.97 with."
     )
-    for name, path in result.paths.items():
-        print(f"{name:>13}: {path}")
     return result
 
 
