@@ -20,10 +20,11 @@ def _env(**extra):
     return {**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHONPATH": ROOT, **extra}
 
 
-def test_mirrored_strategy_equals_one_device():
+def _report(script, env):
+    """Runs a check script in its own process; returns its JSON report."""
     result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "mirrored_check.py")],
-        env=_env(),
+        [sys.executable, os.path.join(HERE, script)],
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -34,7 +35,11 @@ def test_mirrored_strategy_equals_one_device():
     assert result.returncode == 0 and lines, (
         result.stdout[-3000:] + result.stderr[-3000:]
     )
-    report = json.loads(lines[-1][len("KBN-REPORT ") :])
+    return json.loads(lines[-1][len("KBN-REPORT ") :])
+
+
+def test_mirrored_strategy_equals_one_device():
+    report = _report("mirrored_check.py", _env())
     assert report["replicas"] == 2
     synced = report["synchronized"]
     # A global batch of 60 split over 2 replicas: the same outputs, gradients
@@ -119,20 +124,7 @@ def test_multiworker_without_tf_config(monkeypatch):
 
 
 def test_jax_data_parallel_statistics_are_global_by_construction():
-    result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "jax_data_parallel_check.py")],
-        env={**os.environ, "PYTHONPATH": ROOT},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = [
-        line for line in result.stdout.splitlines() if line.startswith("KBN-REPORT ")
-    ]
-    assert result.returncode == 0 and lines, (
-        result.stdout[-3000:] + result.stderr[-3000:]
-    )
-    report = json.loads(lines[-1][len("KBN-REPORT ") :])
+    report = _report("jax_data_parallel_check.py", {**os.environ, "PYTHONPATH": ROOT})
     assert report["devices"] == 2
     for mode in ("unsynchronized", "synchronized"):
         assert report[mode]["weights"] < 1e-5 and report[mode]["moving_mean"] < 1e-5
