@@ -1,6 +1,9 @@
 """Argument types and helpers shared by the recipes' command lines."""
 
 import argparse
+import contextlib
+import os
+import sys
 
 
 def positive_int(text):
@@ -39,3 +42,18 @@ def add_dataset_argument(parser):
         default="mnist",
         help="fashion_mnist also reads Debian's dataset-fashion-mnist files",
     )
+
+
+@contextlib.contextmanager
+def bad_input_exits():
+    """Ends the recipe with `<script>: error: <message>` on bad input.
+
+    A `ValueError` or `OSError` from kbn (a missing data file, an invalid
+    configuration) already names what was wrong and the received value; a
+    user of a script needs that line, not a traceback.
+    """
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        program = os.path.basename(sys.argv[0]) or "kbn"
+        raise SystemExit(f"{program}: error: {error}") from None

@@ -88,10 +88,8 @@ def main(argv=None):
         data=args.data,
         dataset=args.dataset,
     )
-    try:
+    with cli.bad_input_exits():
         dataset = kbn.load_mnist(config.data, name=config.dataset)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"compare.py: error: {error}") from None
     print(f"Data: {dataset.describe()}")
     print(f"Backend: {keras.backend.backend()}; run: {config.name}")
     result = kbn.train_and_test(config, dataset=dataset)

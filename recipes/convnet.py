@@ -57,7 +57,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with cli.bad_input_exits():
         dataset = kbn.load_mnist(args.data, name=args.dataset, flatten=False)
         schedule = fitting.Schedule(
             batches=args.batches,
@@ -65,8 +65,6 @@ def main(argv=None):
             batch_size=args.batch_size,
             seed=args.seed,
         )
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"convnet.py: error: {error}") from None
     dataset = dataset.with_images(lambda images: images[..., None])
     print(f"Data: {dataset.describe()}")
     print(f"Backend: {keras.backend.backend()}")

@@ -68,7 +68,7 @@ def main(argv=None):
     from kbn import models
     from kbn.experiment import WEIGHT_SCALES
 
-    try:
+    with cli.bad_input_exits():
         strategy = distributed.make_strategy(args.strategy)
         per_replica = distributed.replica_batch_size(args.global_batch_size, strategy)
         # Validates the lengths with the same messages as the other recipes.
@@ -79,8 +79,6 @@ def main(argv=None):
             seed=args.seed,
         )
         dataset = kbn.load_mnist(args.data)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"distributed.py: error: {error}") from None
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     print(f"Data: {dataset.describe()}")
     print(

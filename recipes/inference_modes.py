@@ -60,12 +60,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with cli.bad_input_exits():
         dataset = kbn.load_mnist(args.data, name=args.dataset)
         if args.restore_from:
             model = keras.saving.load_model(args.restore_from)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"inference_modes.py: error: {error}") from None
     print(f"Data: {dataset.describe()}")
     if args.restore_from:
         print(f"Restored {args.restore_from}")

@@ -70,22 +70,21 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with cli.bad_input_exits():
         configurations = study.select_configurations(args.configs)
         dataset = kbn.load_mnist(args.data, name=args.dataset)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"seed_grid.py: error: {error}") from None
     print(f"Data: {dataset.describe()}")
     print(f"Backend: {keras.backend.backend()}; output: {args.out}")
     start = time.perf_counter()
     try:
-        results = grid.run_grid(
-            args.out,
-            dataset,
-            configurations,
-            seeds=args.seeds,
-            max_batches=args.max_batches,
-        )
+        with cli.bad_input_exits():  # e.g. resuming with other data
+            results = grid.run_grid(
+                args.out,
+                dataset,
+                configurations,
+                seeds=args.seeds,
+                max_batches=args.max_batches,
+            )
     except KeyboardInterrupt:
         finished = len(grid.read_results(os.path.join(args.out, "results.csv")))
         print(
@@ -93,8 +92,6 @@ def main(argv=None):
             f"{args.out}/results.csv; run the same command again to resume."
         )
         sys.exit(130)
-    except ValueError as error:
-        raise SystemExit(f"seed_grid.py: error: {error}") from None
     elapsed = time.perf_counter() - start
 
     keys = {c.key for c in configurations}

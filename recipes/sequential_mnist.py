@@ -67,7 +67,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with cli.bad_input_exits():
         dataset = kbn.load_mnist(args.data, name=args.dataset)
         schedule = fitting.Schedule(
             batches=args.batches,
@@ -75,8 +75,6 @@ def main(argv=None):
             batch_size=args.batch_size,
             seed=args.seed,
         )
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"sequential_mnist.py: error: {error}") from None
     steps, features = (784, 1) if args.pixels else (28, 28)
     order = np.arange(784)
     if args.permute:
