@@ -1,32 +1,33 @@
-"""kbn: batch normalization for Keras 3, and the Ioffe & Szegedy MNIST study.
+"""kbn: batch normalization for Keras 3, written from primitives.
 
-Choose the backend before importing kbn (`KERAS_BACKEND=jax` or
-`tensorflow`); kbn works on both.
+- `kbn.layers`: `BatchNorm` (same numbers as `keras.layers.BatchNormalization`,
+  plus ghost batches, population statistics, renorm schedules, hooks for
+  subclasses) and `BNLSTMCell` (recurrent batch norm);
+- `kbn.ops`: the batch-norm maths as pure functions;
+- `kbn.callbacks`: callbacks for `model.fit` that count global steps;
+- `kbn.MultiStepTrainer`: many training batches per compiled call;
+- `kbn.fold_batch_norm`, `kbn.recompute_batch_norm_statistics`.
+
+The library imports Keras and NumPy only. The Ioffe & Szegedy MNIST study
+built on it is the separate package `kbn_study`. Choose the backend before
+importing kbn (`KERAS_BACKEND=jax` or `tensorflow`); kbn works on both.
 """
 
 from kbn import callbacks
-from kbn import data
 from kbn import layers
-from kbn import models
 from kbn import ops
-from kbn.data import load_mnist
-from kbn.experiment import ExperimentConfig
-from kbn.experiment import train_and_test
 from kbn.folding import fold_batch_norm
 from kbn.population import recompute_batch_norm_statistics
+from kbn.trainer import MultiStepTrainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ExperimentConfig",
+    "MultiStepTrainer",
+    "__version__",
     "callbacks",
     "fold_batch_norm",
-    "recompute_batch_norm_statistics",
-    "data",
     "layers",
-    "load_mnist",
-    "models",
     "ops",
-    "train_and_test",
-    "__version__",
+    "recompute_batch_norm_statistics",
 ]

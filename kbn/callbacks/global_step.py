@@ -9,7 +9,7 @@ class GlobalStepCallback(keras.callbacks.Callback):
     keeps `global_step`, the number of training batches run since
     `on_train_begin`, right in both cases, and calls `on_steps_end(logs)`
     after each call of the training function. A model that trains several
-    batches per Keras step (`kbn.training.MultiStepTrainer`) says so with a
+    batches per Keras step (`kbn.MultiStepTrainer`) says so with a
     `batches_per_step` attribute, and each Keras step counts that many.
 
     Subclasses that override `on_train_begin`, `on_train_batch_begin` or

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from kbn.callbacks.global_step import GlobalStepCallback
-from kbn.inference import Accuracy
+from kbn.evaluation import Accuracy
 
 
 class ValidationAccuracyRecorder(GlobalStepCallback):

@@ -4,8 +4,8 @@ Each function trains the 784-100-100-100-10 MLP (ReLU, SGD, batches of 60)
 on the same data in the current backend and returns training steps per
 second, measured after a warm-up that compiles everything:
 
-- `kbn_path`: the experiment's own path (`kbn.experiment.build_trainer` and
-  `fit_batches`, with the validation recorder or without);
+- `kbn_path`: the study's own training path (`kbn_study.runs`:
+  `MultiStepTrainer` + `fit`, with the validation recorder or without);
 - `keras_fit`: plain `model.fit` on a batch generator with Keras's
   `steps_per_execution`, what a Keras user writes;
 - `handwritten_loop`: every step inside one compiled loop
@@ -22,22 +22,14 @@ import keras
 import numpy as np
 
 from kbn import callbacks as kbn_callbacks
-from kbn import data as kbn_data
-from kbn import experiment
-from kbn import models
+from kbn.trainer import batch_indices
+from kbn_study import mnist
+from kbn_study import networks as models
+from kbn_study import runs
 
 LEARNING_RATE = 0.01
 MOMENTUM = 0.99
 EPSILON = 1e-3
-
-
-def _config(batches, batches_per_sample, seed):
-    return experiment.ExperimentConfig(
-        batches=batches,
-        batches_per_sample=batches_per_sample,
-        learning_rate=LEARNING_RATE,
-        seed=seed,
-    )
 
 
 def kbn_path(
@@ -48,19 +40,22 @@ def kbn_path(
     record=True,
     seed=0,
 ):
-    """Steps/s of `kbn.experiment`'s training path.
+    """Steps/s of the study's training path (`kbn_study.runs`).
 
     Args:
-        dataset: `kbn.data.Dataset`.
-        batch_norm: As `kbn.models.build_mlp`'s argument.
+        dataset: `kbn_study.mnist.Dataset`.
+        batch_norm: As `kbn_study.networks.build_mlp`'s argument.
         batches: Timed batches (a multiple of `batches_per_sample`).
         batches_per_sample: Validation sampling interval.
         record: Whether the validation recorder runs.
         seed: Initial weights and batch order.
     """
-    config = _config(batches, batches_per_sample, seed)
-    kernels = models.initial_weights(seed=seed)
-    _, trainer = experiment.build_trainer(config, dataset, kernels, batch_norm)
+    schedule = runs.Schedule(
+        batches=batches, batches_per_sample=batches_per_sample, seed=seed
+    )
+    model = models.build_mlp(models.initial_weights(seed=seed), "relu", batch_norm)
+    optimizer = keras.optimizers.SGD(LEARNING_RATE)
+    trainer = runs.make_trainer(model, dataset, optimizer, schedule)
     callbacks = []
     if record:
         callbacks.append(
@@ -69,9 +64,9 @@ def kbn_path(
                 every_n_batches=batches_per_sample,
             )
         )
-    blocks = experiment.training_blocks(config, dataset)
-    experiment.fit_batches(trainer, config, blocks, config.sample_interval, callbacks)
-    wall = experiment.fit_batches(trainer, config, blocks, batches, callbacks)
+    blocks = runs.training_blocks(schedule, dataset)
+    runs.fit_batches(trainer, schedule, blocks, schedule.sample_interval, callbacks)
+    wall = runs.fit_batches(trainer, schedule, blocks, batches, callbacks)
     return batches / wall
 
 
@@ -83,7 +78,7 @@ def keras_fit(dataset, batch_norm, batches=10_000, steps_per_execution=50, seed=
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         steps_per_execution=steps_per_execution,
     )
-    batches_iter = kbn_data.training_batches(
+    batches_iter = mnist.training_batches(
         dataset.train.images, dataset.train.labels, batch_size=60, seed=seed
     )
     per_epoch = 500
@@ -109,7 +104,7 @@ def handwritten_loop(dataset, batch_norm, batches=10_000, seed=0):
     much slower on a CPU).
     """
     kernels = models.initial_weights(seed=seed)
-    stream = kbn_data.batch_indices(len(dataset.train), 60, seed=seed)
+    stream = batch_indices(len(dataset.train), 60, seed=seed)
     order = np.stack([next(stream) for _ in range(batches)]).astype("int32")
     backend = keras.backend.backend()
     if backend == "jax":
@@ -240,8 +235,8 @@ def inference(dataset, batch_norm, batches=10_000, fold=False, seed=0, batch_siz
 
     `fold=True` measures the model returned by `kbn.fold_batch_norm`.
     """
+    from kbn.evaluation import compiled_forward
     from kbn.folding import fold_batch_norm
-    from kbn.inference import compiled_forward
 
     model = models.build_mlp(models.initial_weights(seed=seed), "relu", batch_norm)
     if fold:

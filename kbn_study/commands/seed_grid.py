@@ -1,0 +1,98 @@
+"""Run the study's whole table of configurations, with and without batch norm, over
+several seeds.
+
+The entry point of `recipes/seed_grid.py` (see its docstring), also
+`python -m kbn_study.commands.seed_grid` and `kbn-grid`.
+"""
+
+import os
+
+from kbn_study import cli
+
+
+def parse_args(argv=None):
+    parser = cli.ArgumentParser(__doc__)
+    parser.add_argument(
+        "--seeds",
+        type=cli.positive_int,
+        default=1,
+        help="repeat every configuration with seeds 0..K-1",
+    )
+    parser.add_argument(
+        "--configs",
+        default=None,
+        help="comma-separated filter activation:lr:weights[:batches], '*' as a "
+        "wildcard, e.g. relu:1:bad or sigmoid:*:good:2000 (default: all 15)",
+    )
+    parser.add_argument(
+        "--fraction",
+        type=cli.fraction,
+        default=1.0,
+        help="train every configuration for this share of its study length, "
+        "e.g. 0.1 for 5,000 and 200 batches: a quick look whose figures are "
+        "not comparable with the study's",
+    )
+    parser.add_argument(
+        "--out",
+        default=os.path.join("logs", "seed_grid"),
+        help="output folder: results.csv, curves.csv, summary, plot, TensorBoard",
+    )
+    cli.add_data_arguments(parser)
+    args = parser.parse_args(argv)
+    from kbn_study import published  # pandas only: no Keras yet
+
+    try:
+        args.configurations = published.select_configurations(args.configs)
+    except ValueError as error:
+        parser.error(f"argument --configs: {error}")
+    cli.check_paths(parser, outputs={"--out": args.out}, inputs={"--data": args.data})
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.start(default_backend="jax")
+    import time
+
+    import keras
+
+    from kbn_study import grid
+    from kbn_study import grid_report
+    from kbn_study import mnist
+
+    with cli.bad_input_exits():
+        dataset = mnist.load_mnist(args.data, name=args.dataset)
+    print(f"Data: {dataset.describe()}")
+    print(f"Backend: {keras.backend.backend()}; output: {args.out}")
+    start = time.perf_counter()
+    try:
+        with cli.bad_input_exits():  # e.g. a results.csv of an older version
+            results = grid.run_grid(
+                args.out,
+                dataset,
+                args.configurations,
+                seeds=args.seeds,
+                fraction=args.fraction,
+            )
+    except KeyboardInterrupt:
+        finished = grid.count_finished(args.out)
+        print(
+            f"\nInterrupted. {grid_report.plural(finished, 'finished run')} "
+            f"saved in {args.out}/results.csv; run the same command again to "
+            "resume."
+        )
+        raise SystemExit(130) from None
+    elapsed = time.perf_counter() - start
+    report = grid_report.write_report(
+        args.out, results, dataset, args.seeds, args.fraction
+    )
+    print()
+    print(report.markdown)
+    print(f"Grid time this call: {elapsed:,.0f} s")
+    for name, path in report.paths.items():
+        print(f"{name:>11}: {path}")
+    return report.summary
+
+
+if __name__ == "__main__":
+    main()

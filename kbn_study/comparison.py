@@ -1,0 +1,189 @@
+"""Networks trained side by side on the same batches, and their results files.
+
+`compare_networks` trains several networks one after the other through
+`kbn_study.runs.train_network`, with the same schedule and batch order, and
+writes everything a run leaves under its folder:
+
+- `config.json`: the resolved configuration and the circumstances (data,
+  backend, Keras version, machine);
+- `results.json`, `results.csv`: one row per network;
+- `curves.csv`: validation accuracy and training loss at every sample;
+- `accuracy.png`: the learning curves;
+- `<network>/`: TensorBoard logs.
+"""
+
+import dataclasses
+import glob
+import json
+import os
+import platform
+
+import keras
+import numpy as np
+import pandas as pd
+
+from kbn_study import plots
+from kbn_study import runs
+
+
+@dataclasses.dataclass
+class ComparisonResult:
+    """Networks trained side by side, and where their results were written."""
+
+    networks: dict
+    data_source: str
+    title: str = ""
+    paths: dict = dataclasses.field(default_factory=dict)
+
+    def curves(self):
+        """Long DataFrame: network, step, validation_accuracy, training_loss."""
+        frames = [
+            pd.DataFrame(
+                {
+                    "network": r.name,
+                    "step": r.steps,
+                    "validation_accuracy": r.accuracies,
+                    "training_loss": r.losses,
+                }
+            )
+            for r in self.networks.values()
+        ]
+        return pd.concat(frames, ignore_index=True)
+
+    def summary(self):
+        """One row per network."""
+        frame = pd.DataFrame([r.summary() for r in self.networks.values()])
+        for column in ("first_step_0.8", "first_step_0.9"):
+            frame[column] = frame[column].astype("Int64")
+        return frame
+
+
+def compare_networks(
+    builders,
+    dataset,
+    make_optimizer,
+    schedule,
+    run_dir=None,
+    title="",
+    metadata=None,
+    verbose=True,
+):
+    """Trains several networks on the same batches, one after the other.
+
+    Args:
+        builders: Mapping from network name to a function returning a new,
+            uncompiled model.
+        dataset: `kbn_study.mnist.Dataset`.
+        make_optimizer: Function returning a new optimizer per network.
+        schedule: `kbn_study.runs.Schedule`; every network sees the same
+            batch order.
+        run_dir: Where to write results and TensorBoard logs (one folder per
+            network); None writes nothing. Results of an earlier run in the
+            same folder are replaced, and a line says so.
+        title: Plot title.
+        metadata: JSON-serializable dict for `config.json`.
+        verbose: Show progress bars.
+
+    Returns:
+        A `ComparisonResult`.
+    """
+    if run_dir is not None and os.path.exists(os.path.join(run_dir, "results.csv")):
+        print(
+            "Replacing the results of an earlier run of this configuration in "
+            f"{run_dir}"
+        )
+    networks = {}
+    for name, build in builders.items():
+        log_dir = None if run_dir is None else os.path.join(run_dir, name)
+        if log_dir is not None:
+            clear_event_files(log_dir)
+        keras.utils.set_random_seed(schedule.seed)
+        networks[name] = runs.train_network(
+            build(),
+            dataset,
+            make_optimizer(),
+            schedule,
+            name,
+            log_dir=log_dir,
+            verbose=verbose,
+        )
+    result = ComparisonResult(networks, dataset.source, title=title)
+    if run_dir is not None:
+        metadata = {**(metadata or {}), **circumstances(dataset)}
+        result.paths = write_comparison(result, run_dir, metadata)
+    return result
+
+
+def circumstances(dataset):
+    """What a results file records besides the configuration."""
+    return {
+        "data_source": dataset.source,
+        "data_tag": dataset.tag,
+        "backend": keras.backend.backend(),
+        "keras_version": keras.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+    }
+
+
+def write_comparison(result, run_dir, metadata):
+    """Writes config, results, curves and plot of `result`; returns the paths."""
+    os.makedirs(run_dir, exist_ok=True)
+    paths = {
+        "config": os.path.join(run_dir, "config.json"),
+        "results_json": os.path.join(run_dir, "results.json"),
+        "results_csv": os.path.join(run_dir, "results.csv"),
+        "curves": os.path.join(run_dir, "curves.csv"),
+        "plot": os.path.join(run_dir, "accuracy.png"),
+        "tensorboard": run_dir,
+    }
+    with open(paths["config"], "w") as f:
+        json.dump(metadata, f, indent=2)
+    summary = result.summary()
+    with open(paths["results_json"], "w") as f:
+        json.dump(summary.to_dict(orient="records"), f, indent=2, default=_json_default)
+    summary.to_csv(paths["results_csv"], index=False)
+    result.curves().to_csv(paths["curves"], index=False)
+    figure = plots.plot_training_accuracies(result)
+    figure.savefig(paths["plot"], dpi=120)
+    plots.close(figure)
+    return paths
+
+
+def clear_event_files(log_dir):
+    """Removes the TensorBoard event files of an earlier run in `log_dir`.
+
+    A run replaces an earlier run of the same name; without this, TensorBoard
+    would draw both runs' events as one jagged line.
+    """
+    for path in glob.glob(os.path.join(log_dir, "*", "events.out.tfevents.*")):
+        os.remove(path)
+
+
+def summary_text(result, columns=None):
+    """The per-network table a recipe prints, then the files it wrote."""
+    columns = columns or [
+        "network",
+        "final_validation_accuracy",
+        "test_accuracy",
+        "first_step_0.9",
+        "diverged",
+        "steps_per_second",
+    ]
+    table = result.summary()[columns].copy()
+    if "steps_per_second" in table:
+        table["steps_per_second"] = table["steps_per_second"].map("{:,.0f}".format)
+    if "wall_time_s" in table:
+        table["wall_time_s"] = table["wall_time_s"].map("{:.1f}".format)
+    lines = [table.to_string(index=False, float_format="{:.4f}".format)]
+    if result.paths:
+        lines.append("")
+        lines += [f"{name:>13}: {path}" for name, path in result.paths.items()]
+    return "\n".join(lines)
+
+
+def _json_default(value):
+    if value is pd.NA:
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Cannot write {type(value).__name__} to JSON")

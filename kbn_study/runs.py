@@ -1,0 +1,259 @@
+"""Train one network for N batches, record its learning curve, test it.
+
+The one path every recipe trains through, whatever the network (the study's
+MLP, a conv net, an LSTM):
+
+- a `Schedule` says how many batches, of what size, how often the
+  validation accuracy is sampled, and the seed of the batch order;
+- `train_network` wraps the model in `kbn.MultiStepTrainer`, runs
+  `model.fit` with kbn's callbacks (validation recorder, TensorBoard,
+  progress bar), tests the model in inference mode and returns a
+  `NetworkResult`;
+- `network_result` builds that result, divergence judged by `diverged`,
+  for a loop that drives the callbacks itself (the multi-worker recipe);
+- `run_name` names a run's folder after every setting that changes its
+  results.
+
+One Keras "epoch" is one sampling interval, so Keras's epoch-level logs line
+up with the samples.
+"""
+
+import dataclasses
+import math
+import time
+
+import keras
+import numpy as np
+
+from kbn import callbacks as kbn_callbacks
+from kbn import checks
+from kbn.evaluation import Accuracy
+from kbn.trainer import MultiStepTrainer
+from kbn.trainer import index_batches
+from kbn_study.published import study_sampling_interval
+
+MAX_BATCHES_PER_STEP = 250
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How long a run trains and how often it samples validation accuracy."""
+
+    # Training batches.
+    batches: int = 2_000
+    # Validation accuracy is sampled every this many batches (and after the
+    # last batch).
+    batches_per_sample: int = 50
+    # Examples per batch.
+    batch_size: int = 60
+    # Seed of the batch order (a non-negative int, as NumPy's generators want).
+    seed: int = 0
+    # Batches per compiled call; None: the largest divisor of the sampling
+    # interval up to 250, so that callbacks fire exactly at the samples.
+    batches_per_step: int | None = None
+
+    def __post_init__(self):
+        checks.check_int(self.batches, "batches")
+        checks.check_int(self.batches_per_sample, "batches_per_sample")
+        checks.check_int(self.batch_size, "batch_size")
+        checks.check_int(self.seed, "seed", minimum=0)
+        if self.batches_per_step is not None:
+            per_step = self.batches_per_step
+            if not (
+                checks.is_int(per_step)
+                and per_step > 0
+                and self.sample_interval % per_step == 0
+            ):
+                checks.fail(
+                    "batches_per_step",
+                    per_step,
+                    f"a positive divisor of {self.sample_interval} (the greatest "
+                    "common divisor of batches and batches_per_sample)",
+                )
+
+    @property
+    def sample_interval(self):
+        """Batches per Keras epoch: divides both the run and the sampling."""
+        return math.gcd(self.batches, self.batches_per_sample)
+
+    @property
+    def resolved_batches_per_step(self):
+        if self.batches_per_step is not None:
+            return self.batches_per_step
+        interval = self.sample_interval
+        return max(d for d in range(1, MAX_BATCHES_PER_STEP + 1) if interval % d == 0)
+
+
+def run_name(stem, schedule, data_tag):
+    """The folder name of a run: every setting that changes its results.
+
+    `<stem>_<batches>x<batch size>[_sample<n>]_seed<seed>_<data tag>`, with
+    `_sample<n>` only where the sampling interval is not the study's rule
+    (`kbn_study.published.study_sampling_interval`). `stem` holds the
+    recipe's own settings (for the study's MLP
+    `<activation>_lr<rate>_<weights>`).
+    """
+    sampling = ""
+    if schedule.batches_per_sample != study_sampling_interval(schedule.batches):
+        sampling = f"_sample{schedule.batches_per_sample}"
+    return (
+        f"{stem}_{schedule.batches}x{schedule.batch_size}{sampling}"
+        f"_seed{schedule.seed}_{data_tag}"
+    )
+
+
+@dataclasses.dataclass
+class NetworkResult:
+    """What one network's training and testing produced."""
+
+    name: str
+    steps: list
+    accuracies: list
+    losses: list
+    final_validation_accuracy: float
+    test_accuracy: float
+    diverged: bool
+    wall_time: float
+    model: keras.Model = dataclasses.field(repr=False)
+
+    @property
+    def steps_per_second(self):
+        return self.steps[-1] / self.wall_time if self.steps else 0.0
+
+    def first_step_reaching(self, accuracy):
+        """First recorded step with validation accuracy >= `accuracy`, or None."""
+        for step, value in zip(self.steps, self.accuracies):
+            if value >= accuracy:
+                return step
+        return None
+
+    def summary(self):
+        return {
+            "network": self.name,
+            "final_validation_accuracy": self.final_validation_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "first_step_0.8": self.first_step_reaching(0.8),
+            "first_step_0.9": self.first_step_reaching(0.9),
+            "diverged": self.diverged,
+            "wall_time_s": self.wall_time,
+            "steps_per_second": self.steps_per_second,
+        }
+
+
+def diverged(losses, model):
+    """Whether a run diverged: a non-finite loss, or a non-finite weight."""
+    if not all(math.isfinite(loss) for loss in losses):
+        return True
+    return not all(
+        np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights
+    )
+
+
+def network_result(name, recorder, model, dataset, wall_time):
+    """A `NetworkResult` from a finished run's recorder; tests the model."""
+    return NetworkResult(
+        name=name,
+        steps=list(recorder.steps),
+        accuracies=list(recorder.accuracies),
+        losses=list(recorder.losses),
+        final_validation_accuracy=recorder.accuracies[-1],
+        test_accuracy=Accuracy(model, dataset.test.images, dataset.test.labels)(),
+        diverged=diverged(recorder.losses, model),
+        wall_time=wall_time,
+        model=model,
+    )
+
+
+def make_trainer(model, dataset, optimizer, schedule, loss=None):
+    """A compiled `MultiStepTrainer` for `model` on `dataset.train.images`."""
+    trainer = MultiStepTrainer(
+        model, dataset.train.images, schedule.resolved_batches_per_step
+    )
+    trainer.compile(
+        optimizer=optimizer,
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return trainer
+
+
+def training_blocks(schedule, dataset):
+    """The endless stream of index blocks that `fit_batches` trains on."""
+    return index_batches(
+        dataset.train.labels,
+        batch_size=schedule.batch_size,
+        batches_per_step=schedule.resolved_batches_per_step,
+        seed=schedule.seed,
+    )
+
+
+def fit_batches(trainer, schedule, blocks, batches, callbacks=()):
+    """Trains for `batches` batches, one Keras epoch per sampling interval.
+
+    Args:
+        trainer: From `make_trainer`.
+        schedule: `Schedule`.
+        blocks: From `training_blocks`; consumed, so calls continue the
+            batch order.
+        batches: A multiple of `schedule.sample_interval`.
+        callbacks: Callbacks for `fit`.
+
+    Returns:
+        Wall time of the `fit` call in seconds.
+    """
+    interval = schedule.sample_interval
+    if batches % interval:
+        checks.fail("batches", batches, f"a multiple of {interval}")
+    start = time.perf_counter()
+    trainer.fit(
+        blocks,
+        epochs=batches // interval,
+        steps_per_epoch=interval // schedule.resolved_batches_per_step,
+        callbacks=list(callbacks),
+        shuffle=False,  # the batches are shuffled by index_batches
+        verbose=0,
+    )
+    return time.perf_counter() - start
+
+
+def train_network(
+    model,
+    dataset,
+    optimizer,
+    schedule,
+    name,
+    log_dir=None,
+    callbacks=(),
+    verbose=True,
+):
+    """Trains `model`, recording validation accuracy, then tests it.
+
+    Args:
+        model: An uncompiled classifier returning logits.
+        dataset: `kbn_study.mnist.Dataset` whose images the model takes.
+        optimizer: A Keras optimizer.
+        schedule: `Schedule`.
+        name: Network name in results ("with_bn", ...).
+        log_dir: TensorBoard folder for this network, or None.
+        callbacks: Extra callbacks for `fit`.
+        verbose: Show a progress bar.
+
+    Returns:
+        A `NetworkResult`; a run whose loss became NaN is recorded with
+        `diverged=True`, not raised.
+    """
+    trainer = make_trainer(model, dataset, optimizer, schedule)
+    recorder = kbn_callbacks.ValidationAccuracyRecorder(
+        (dataset.validation.images, dataset.validation.labels),
+        every_n_batches=schedule.batches_per_sample,
+        log_dir=log_dir,
+    )
+    all_callbacks = [recorder, *callbacks]
+    if log_dir is not None:
+        all_callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
+    if verbose:
+        all_callbacks.append(
+            kbn_callbacks.TrainingProgress(schedule.batches, label=f"{name:>10}:")
+        )
+    blocks = training_blocks(schedule, dataset)
+    wall_time = fit_batches(trainer, schedule, blocks, schedule.batches, all_callbacks)
+    return network_result(name, recorder, model, dataset, wall_time)
