@@ -98,6 +98,89 @@ def add_data_arguments(parser):
     )
 
 
+def add_mlp_arguments(parser):
+    """`--activation`, `--learning-rate`, `--weights`: a study configuration."""
+    parser.add_argument(
+        "--activation",
+        choices=["relu", "sigmoid"],
+        default="relu",
+        help="hidden activation",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        default=0.01,
+        help="plain SGD learning rate (the study: 0.01, 1 or 2)",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=["good", "bad"],
+        default="good",
+        help="initial kernels: good N(0, 0.05), bad N(0, 5.0)",
+    )
+
+
+def add_schedule_arguments(parser, batches, batch_size, batches_per_sample):
+    """`--batches`, `--batch-size`, `--batches-per-sample` with these defaults."""
+    parser.add_argument(
+        "--batches", type=positive_int, default=batches, help="training batches"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=batch_size, help="images per batch"
+    )
+    parser.add_argument(
+        "--batches-per-sample",
+        type=positive_int,
+        default=batches_per_sample,
+        help="validation sampling interval",
+    )
+
+
+def add_run_arguments(parser):
+    """`--seed`, `--log-dir`, `--data`, `--dataset`: what every training recipe has."""
+    add_seed_argument(parser)
+    add_log_dir_argument(parser)
+    add_data_arguments(parser)
+
+
+def parse(parser, argv, outputs=("--log-dir",)):
+    """Parses `argv`, then checks the output folders and `--data` (if any)."""
+    args = parser.parse_args(argv)
+    check_paths(
+        parser,
+        outputs={flag: getattr(args, _dest(flag)) for flag in outputs},
+        inputs={"--data": getattr(args, "data", None)},
+    )
+    return args
+
+
+def _dest(flag):
+    return flag.lstrip("-").replace("-", "_")
+
+
+def schedule(args):
+    """The `kbn_study.runs.Schedule` of `add_schedule_arguments`' flags."""
+    from kbn_study import runs
+
+    return runs.Schedule(
+        batches=args.batches,
+        batches_per_sample=args.batches_per_sample,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+
+
+def load_data(args, **kwargs):
+    """`--data`/`--dataset` loaded (one error line if a file is corrupt), and
+    one line saying what was loaded."""
+    from kbn_study import mnist
+
+    with bad_input_exits():
+        dataset = mnist.load_mnist(args.data, name=args.dataset, **kwargs)
+    print(f"Data: {dataset.describe()}")
+    return dataset
+
+
 def add_seed_argument(parser):
     parser.add_argument(
         "--seed",

@@ -27,3 +27,31 @@ def mnist_subset():
     from kbn_study import mnist
 
     return mnist.load_mnist()
+
+
+def pytest_collection_finish(session):
+    """Starts the JAX run of the backend-sensitive tests when it is collected."""
+    wanted = any(
+        item.nodeid.startswith("tests/test_backends.py") for item in session.items
+    )
+    if wanted and keras.backend.backend() != "jax":
+        from tests.helpers import start_jax_run
+
+        folder = tempfile.mkdtemp(prefix="kbn-tests-jax-run-")
+        session.config._kbn_jax_run = (start_jax_run(folder), folder)
+
+
+@pytest.fixture
+def jax_run(request):
+    run = getattr(request.config, "_kbn_jax_run", None)
+    if run is None:
+        pytest.skip("the JAX run was not started (this process runs on JAX)")
+    return run
+
+
+def pytest_unconfigure(config):
+    """Stops a JAX run still going (an interrupted or partial session)."""
+    run = getattr(config, "_kbn_jax_run", None)
+    if run is not None and run[0].poll() is None:
+        run[0].kill()
+        run[0].wait()

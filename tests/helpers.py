@@ -59,3 +59,52 @@ def run_recipe(name, *args, check=True, backend="jax", env=None, timeout=600):
     if check:
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result
+
+
+# Test modules whose code depends on the Keras backend: the suite runs them on
+# TensorFlow (Keras's default) and again on JAX in a subprocess
+# (tests/test_backends.py, started by conftest.py as soon as tests are
+# collected, so that both backends run at once).
+BACKEND_SENSITIVE = [
+    "tests/test_ops.py",
+    "tests/test_batch_norm.py",
+    "tests/test_batch_norm_features.py",
+    "tests/test_subclassing.py",
+    "tests/test_bn_lstm.py",
+    "tests/test_callbacks.py",
+    "tests/test_networks.py",
+    "tests/test_trainer.py",
+]
+
+
+def start_jax_run(folder):
+    """Starts pytest on `BACKEND_SENSITIVE` with KERAS_BACKEND=jax.
+
+    Returns the `subprocess.Popen`; its output goes to `<folder>/output.txt`
+    and its JUnit XML report to `<folder>/report.xml`.
+    """
+    with open(os.path.join(folder, "output.txt"), "w") as output:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                f"--junitxml={os.path.join(folder, 'report.xml')}",
+                *BACKEND_SENSITIVE,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "KERAS_BACKEND": "jax"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def junit_failures(report_path):
+    """`["<test id>: <first line of its failure>", ...]` from a JUnit report."""
+    import xml.etree.ElementTree as ElementTree
+
+    failures = []
+    for case in ElementTree.parse(report_path).getroot().iter("testcase"):
+        for problem in list(case.findall("failure")) + list(case.findall("error")):
+            name = f"{case.get('classname')}::{case.get('name')}"
+            message = (problem.get("message") or "").strip().splitlines()
+            failures.append(f"{name}: {message[0] if message else problem.tag}")
+    return failures

@@ -1,42 +1,33 @@
 """Runs the backend-sensitive tests again on the JAX backend.
 
 The suite runs on Keras's default backend (TensorFlow). A Keras process
-cannot switch backends, so this test starts pytest in a new process with
-`KERAS_BACKEND=jax` on the modules whose code depends on the backend.
+cannot switch backends, so `conftest.py` starts pytest in a new process with
+`KERAS_BACKEND=jax` on the modules of `helpers.BACKEND_SENSITIVE` as soon as
+the tests are collected (both backends then run at once), and this test
+collects its result. A failure names each failing JAX test.
 """
-
-import os
-import subprocess
-import sys
 
 import keras
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BACKEND_SENSITIVE = [
-    "tests/test_ops.py",
-    "tests/test_batch_norm.py",
-    "tests/test_batch_norm_features.py",
-    "tests/test_subclassing.py",
-    "tests/test_bn_lstm.py",
-    "tests/test_callbacks.py",
-    "tests/test_networks.py",
-    "tests/test_trainer.py",
-]
 
-
+@pytest.mark.slow
 @pytest.mark.skipif(
     keras.backend.backend() == "jax", reason="this process already runs on JAX"
 )
-def test_backend_sensitive_tests_pass_on_jax():
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
-        + BACKEND_SENSITIVE,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+def test_backend_sensitive_tests_pass_on_jax(jax_run):
+    import os
+
+    from tests.helpers import junit_failures
+
+    process, folder = jax_run
+    process.wait(timeout=1800)
+    with open(os.path.join(folder, "output.txt")) as f:
+        output = f.read()
+    report = os.path.join(folder, "report.xml")
+    failures = junit_failures(report) if os.path.exists(report) else []
+    assert process.returncode == 0 and not failures, (
+        f"{len(failures)} test(s) failed on JAX:\n  "
+        + "\n  ".join(failures or [output[-2000:]])
     )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout
+    assert " passed" in output

@@ -12,6 +12,8 @@ import pytest
 from kbn import distributed
 from tests.helpers import free_ports
 
+pytestmark = pytest.mark.slow  # several processes each
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "tests", "distributed")
 

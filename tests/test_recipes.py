@@ -44,6 +44,7 @@ def _fake_mnist_file(path, seed, n_train=5_600, n_test=200):
     return path
 
 
+@pytest.mark.slow
 def test_compare_default_run_batch_norm_wins(tmp_path):
     """The README's main job: ReLU, lr 0.01, good weights, 2,000 batches."""
     result = run_recipe("compare.py", "--log-dir", tmp_path)
@@ -67,6 +68,7 @@ def test_compare_default_run_batch_norm_wins(tmp_path):
     assert matplotlib.image.imread(run_dir / "accuracy.png").ndim == 3
 
 
+@pytest.mark.slow
 def test_compare_on_tensorflow_with_sigmoid_is_quiet(tmp_path):
     result = run_recipe(
         "compare.py", "--activation", "sigmoid", "--learning-rate", "1",
@@ -80,6 +82,7 @@ def test_compare_on_tensorflow_with_sigmoid_is_quiet(tmp_path):
     assert sorted(curves["step"].unique()) == [25, 50, 75, 100]
 
 
+@pytest.mark.slow
 def test_runs_on_other_data_keep_both_results(tmp_path):
     """Same settings, other data: another folder; the same again: replaced."""
     data_a = _fake_mnist_file(tmp_path / "a.npz", seed=1)
@@ -247,6 +250,7 @@ def test_every_flag_has_a_description_and_its_default(recipe):
         assert text.count("(default:") <= 1, f"{recipe} {flag}: {text}"
 
 
+@pytest.mark.slow
 def test_seed_grid_interrupted_then_resumed(tmp_path):
     """Two configurations x two seeds x two networks, Ctrl-C after two runs."""
     args = [
@@ -310,6 +314,7 @@ def test_seed_grid_interrupted_then_resumed(tmp_path):
     assert (tmp_path / run / "with_bn" / "validation").is_dir()
 
 
+@pytest.mark.slow
 def test_inference_modes_constant_prediction_and_restore(tmp_path):
     model_path = tmp_path / "bn.keras"
     trained = run_recipe(
@@ -353,6 +358,7 @@ def test_inference_modes_constant_prediction_and_restore(tmp_path):
         assert second[key] == first[key]
 
 
+@pytest.mark.slow
 def test_benchmark_table_is_complete(tmp_path):
     result = run_recipe(
         "benchmark.py", "--batches", "500", "--repeats", "1",
@@ -386,6 +392,7 @@ def _read_back(run_dir, networks, steps):
         assert [s for s, _ in scalars["validation_accuracy"]] == steps
 
 
+@pytest.mark.slow
 def test_convnet_tiny(tmp_path):
     result = run_recipe(
         "convnet.py", "--depth", "3", "--batches", "20", "--batches-per-sample", "10",
@@ -396,6 +403,7 @@ def test_convnet_tiny(tmp_path):
     _read_back(tmp_path / name, ["without_bn", "with_bn"], [10, 20])
 
 
+@pytest.mark.slow
 def test_sequential_mnist_tiny(tmp_path):
     result = run_recipe(
         "sequential_mnist.py", "--units", "8", "--batches", "20",
@@ -407,6 +415,7 @@ def test_sequential_mnist_tiny(tmp_path):
     _read_back(tmp_path / name, ["lstm", "bn_lstm"], [10, 20])
 
 
+@pytest.mark.slow
 def test_distributed_mirrored_equals_one_device(tmp_path):
     finals = {}
     for strategy in ("none", "mirrored"):
@@ -421,6 +430,7 @@ def test_distributed_mirrored_equals_one_device(tmp_path):
         assert finals["none"][key] == finals["mirrored"][key]
 
 
+@pytest.mark.slow
 def test_distributed_two_workers_with_the_same_command(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

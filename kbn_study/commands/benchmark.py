@@ -39,7 +39,7 @@ def parse_args(argv=None):
     )
     cli.add_data_arguments(parser)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv, outputs=["--out"])
     if args.batches % 500:
         parser.error(
             "argument --batches: expected a multiple of 500 (the sampling "
@@ -53,7 +53,6 @@ def parse_args(argv=None):
             f"Received: {args.backends!r}"
         )
     args.backends = backends
-    cli.check_paths(parser, outputs={"--out": args.out}, inputs={"--data": args.data})
     return args
 
 

@@ -11,24 +11,7 @@ from kbn_study import cli
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(__doc__)
-    parser.add_argument(
-        "--activation",
-        choices=["relu", "sigmoid"],
-        default="relu",
-        help="hidden activation of both networks",
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=cli.positive_float,
-        default=0.01,
-        help="plain SGD learning rate (the study: 0.01, 1 or 2)",
-    )
-    parser.add_argument(
-        "--weights",
-        choices=["good", "bad"],
-        default="good",
-        help="initial kernels: good N(0, 0.05), bad N(0, 5.0)",
-    )
+    cli.add_mlp_arguments(parser)
     length = parser.add_mutually_exclusive_group()
     length.add_argument(
         "--batches",
@@ -46,15 +29,10 @@ def parse_args(argv=None):
         help="validation sampling interval (default: the study's rule, every "
         "50 batches, or 500 from 10,000 batches on)",
     )
-    cli.add_seed_argument(parser)
-    cli.add_log_dir_argument(parser)
-    cli.add_data_arguments(parser)
-    args = parser.parse_args(argv)
+    cli.add_run_arguments(parser)
+    args = cli.parse(parser, argv)
     if args.full:
         args.batches = 50_000
-    cli.check_paths(
-        parser, outputs={"--log-dir": args.log_dir}, inputs={"--data": args.data}
-    )
     return args
 
 
@@ -65,7 +43,6 @@ def main(argv=None):
 
     from kbn_study import comparison
     from kbn_study import experiment
-    from kbn_study import mnist
     from kbn_study import published
 
     config = experiment.ExperimentConfig(
@@ -79,9 +56,7 @@ def main(argv=None):
         data=args.data,
         dataset=args.dataset,
     )
-    with cli.bad_input_exits():
-        dataset = mnist.load_mnist(config.data, name=config.dataset)
-    print(f"Data: {dataset.describe()}")
+    dataset = cli.load_data(args)
     print(f"Backend: {keras.backend.backend()}; run: {config.name(dataset)}")
     result = experiment.train_and_test(config, dataset=dataset)
     print()

@@ -19,17 +19,8 @@ def parse_args(argv=None):
         default=4,
         help="filters of convolution i: i * width",
     )
-    parser.add_argument(
-        "--batches", type=cli.positive_int, default=800, help="training batches"
-    )
-    parser.add_argument(
-        "--batch-size", type=cli.positive_int, default=64, help="images per batch"
-    )
-    parser.add_argument(
-        "--batches-per-sample",
-        type=cli.positive_int,
-        default=25,
-        help="validation sampling interval",
+    cli.add_schedule_arguments(
+        parser, batches=800, batch_size=64, batches_per_sample=25
     )
     parser.add_argument(
         "--learning-rate",
@@ -37,14 +28,8 @@ def parse_args(argv=None):
         default=0.002,
         help="Adam's learning rate",
     )
-    cli.add_seed_argument(parser)
-    cli.add_log_dir_argument(parser)
-    cli.add_data_arguments(parser)
-    args = parser.parse_args(argv)
-    cli.check_paths(
-        parser, outputs={"--log-dir": args.log_dir}, inputs={"--data": args.data}
-    )
-    return args
+    cli.add_run_arguments(parser)
+    return cli.parse(parser, argv)
 
 
 def main(argv=None):
@@ -57,20 +42,12 @@ def main(argv=None):
     import keras
 
     from kbn_study import comparison
-    from kbn_study import mnist
     from kbn_study import networks
     from kbn_study import runs
 
-    schedule = runs.Schedule(
-        batches=args.batches,
-        batches_per_sample=args.batches_per_sample,
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
-    with cli.bad_input_exits():
-        dataset = mnist.load_mnist(args.data, name=args.dataset, flatten=False)
+    schedule = cli.schedule(args)
+    dataset = cli.load_data(args, flatten=False)
     dataset = dataset.with_images(lambda images: images[..., None])
-    print(f"Data: {dataset.describe()}")
     print(f"Backend: {keras.backend.backend()}")
     stem = f"convnet_depth{args.depth}_width{args.width}_adam{args.learning_rate:g}"
     run_dir = os.path.join(args.log_dir, runs.run_name(stem, schedule, dataset.tag))

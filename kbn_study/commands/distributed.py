@@ -45,28 +45,9 @@ def parse_args(argv=None):
         default=50,
         help="validation sampling interval",
     )
-    parser.add_argument(
-        "--activation",
-        choices=["relu", "sigmoid"],
-        default="relu",
-        help="hidden activation",
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=cli.positive_float,
-        default=0.01,
-        help="plain SGD learning rate",
-    )
-    parser.add_argument(
-        "--weights",
-        choices=["good", "bad"],
-        default="good",
-        help="initial kernels: good N(0, 0.05), bad N(0, 5.0)",
-    )
-    cli.add_seed_argument(parser)
-    cli.add_log_dir_argument(parser)
-    cli.add_data_arguments(parser)
-    args = parser.parse_args(argv)
+    cli.add_mlp_arguments(parser)
+    cli.add_run_arguments(parser)
+    args = cli.parse(parser, argv)
     replicas = {"none": 1, "mirrored": args.devices}.get(args.strategy)
     if replicas and args.global_batch_size % replicas:
         parser.error(
@@ -113,10 +94,8 @@ def main(argv=None):
         batch_size=args.global_batch_size,
         seed=args.seed,
     )
-    with cli.bad_input_exits():
-        dataset = mnist.load_mnist(args.data, name=args.dataset)
+    dataset = cli.load_data(args)
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
-    print(f"Data: {dataset.describe()}")
     print(
         f"Strategy: {args.strategy}, {replicas} replica(s), global batch "
         f"{args.global_batch_size} = {replicas} x {per_replica}, batch norm "

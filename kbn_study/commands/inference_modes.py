@@ -25,8 +25,6 @@ def parse_args(argv=None):
         default=200,
         help="test images fed one at a time",
     )
-    cli.add_seed_argument(parser)
-    cli.add_log_dir_argument(parser)
     parser.add_argument(
         "--save-model-as",
         default=None,
@@ -38,7 +36,7 @@ def parse_args(argv=None):
         help="test the network saved in this .keras file instead of training "
         "one (default: train)",
     )
-    cli.add_data_arguments(parser)
+    cli.add_run_arguments(parser)
     args = parser.parse_args(argv)
     for flag in ("save_model_as", "restore_from"):
         path = getattr(args, flag)
@@ -74,12 +72,9 @@ def main(argv=None):
     from kbn_study import comparison
     from kbn_study import experiment
     from kbn_study import inference_modes
-    from kbn_study import mnist
     from kbn_study import runs
 
-    with cli.bad_input_exits():
-        dataset = mnist.load_mnist(args.data, name=args.dataset)
-    print(f"Data: {dataset.describe()}")
+    dataset = cli.load_data(args)
     paths = {}
     if args.restore_from:
         model = _load_model(args.restore_from)

@@ -38,14 +38,13 @@ def parse_args(argv=None):
         help="output folder: results.csv, curves.csv, summary, plot, TensorBoard",
     )
     cli.add_data_arguments(parser)
-    args = parser.parse_args(argv)
+    args = cli.parse(parser, argv, outputs=["--out"])
     from kbn_study import published  # pandas only: no Keras yet
 
     try:
         args.configurations = published.select_configurations(args.configs)
     except ValueError as error:
         parser.error(f"argument --configs: {error}")
-    cli.check_paths(parser, outputs={"--out": args.out}, inputs={"--data": args.data})
     return args
 
 
@@ -58,11 +57,8 @@ def main(argv=None):
 
     from kbn_study import grid
     from kbn_study import grid_report
-    from kbn_study import mnist
 
-    with cli.bad_input_exits():
-        dataset = mnist.load_mnist(args.data, name=args.dataset)
-    print(f"Data: {dataset.describe()}")
+    dataset = cli.load_data(args)
     print(f"Backend: {keras.backend.backend()}; output: {args.out}")
     start = time.perf_counter()
     try:

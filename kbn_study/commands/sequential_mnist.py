@@ -11,17 +11,8 @@ from kbn_study import cli
 def parse_args(argv=None):
     parser = cli.ArgumentParser(__doc__)
     parser.add_argument("--units", type=cli.positive_int, default=64, help="LSTM units")
-    parser.add_argument(
-        "--batches", type=cli.positive_int, default=1_000, help="training batches"
-    )
-    parser.add_argument(
-        "--batch-size", type=cli.positive_int, default=64, help="images per batch"
-    )
-    parser.add_argument(
-        "--batches-per-sample",
-        type=cli.positive_int,
-        default=50,
-        help="validation sampling interval",
+    cli.add_schedule_arguments(
+        parser, batches=1_000, batch_size=64, batches_per_sample=50
     )
     parser.add_argument(
         "--learning-rate",
@@ -46,14 +37,8 @@ def parse_args(argv=None):
         default=50,
         help="training batches to recompute the BN-LSTM's statistics on",
     )
-    cli.add_seed_argument(parser)
-    cli.add_log_dir_argument(parser)
-    cli.add_data_arguments(parser)
-    args = parser.parse_args(argv)
-    cli.check_paths(
-        parser, outputs={"--log-dir": args.log_dir}, inputs={"--data": args.data}
-    )
-    return args
+    cli.add_run_arguments(parser)
+    return cli.parse(parser, argv)
 
 
 def main(argv=None):
@@ -68,24 +53,17 @@ def main(argv=None):
     import kbn
     from kbn.evaluation import Accuracy
     from kbn_study import comparison
-    from kbn_study import mnist
     from kbn_study import runs
 
-    schedule = runs.Schedule(
-        batches=args.batches,
-        batches_per_sample=args.batches_per_sample,
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
-    with cli.bad_input_exits():
-        dataset = mnist.load_mnist(args.data, name=args.dataset)
+    schedule = cli.schedule(args)
+    dataset = cli.load_data(args)
     steps, features = (784, 1) if args.pixels else (28, 28)
     order = np.arange(784)
     if args.permute:
         order = np.random.default_rng(12345).permutation(784)
     dataset = dataset.with_images(lambda x: x[:, order].reshape(-1, steps, features))
     name = ("permuted_" if args.permute else "") + ("pixels" if args.pixels else "rows")
-    print(f"Data: {dataset.describe()}; {name}: {steps} steps of {features}")
+    print(f"Sequences: {name}, {steps} steps of {features}")
     print(f"Backend: {keras.backend.backend()}")
 
     def build(batch_norm):
