@@ -1,6 +1,52 @@
 """The study's commands: one module per recipe, each with `main(argv=None)`.
 
-Run them as `python recipes/<name>.py`, `python -m kbn_study.commands.<name>`
-or the console scripts (`kbn-compare`, ...). Importing a command module is
-cheap: it parses its arguments before it imports Keras.
+Run them as `python recipes/<name>.py` (from a checkout), `python -m
+kbn_study.commands.<name>`, or the console scripts that installing kbn puts
+on the PATH (the functions below, named in pyproject.toml's
+`[project.scripts]`). Importing this package or a command module is cheap: a
+command parses its arguments before it imports Keras.
 """
+
+import importlib
+
+
+def _run(command):
+    # A console script exits with its function's return value, and `main`
+    # returns its results to Python callers: returned from here, a result
+    # would be printed to stderr and end the command with status 1.
+    importlib.import_module(f"{__name__}.{command}").main()
+
+
+def kbn_compare():
+    """`kbn-compare`: `python -m kbn_study.commands.compare`."""
+    _run("compare")
+
+
+def kbn_grid():
+    """`kbn-grid`: `python -m kbn_study.commands.seed_grid`."""
+    _run("seed_grid")
+
+
+def kbn_inference_modes():
+    """`kbn-inference-modes`: `python -m kbn_study.commands.inference_modes`."""
+    _run("inference_modes")
+
+
+def kbn_convnet():
+    """`kbn-convnet`: `python -m kbn_study.commands.convnet`."""
+    _run("convnet")
+
+
+def kbn_sequential_mnist():
+    """`kbn-sequential-mnist`: `python -m kbn_study.commands.sequential_mnist`."""
+    _run("sequential_mnist")
+
+
+def kbn_distributed():
+    """`kbn-distributed`: `python -m kbn_study.commands.distributed`."""
+    _run("distributed")
+
+
+def kbn_benchmark():
+    """`kbn-benchmark`: `python -m kbn_study.commands.benchmark`."""
+    _run("benchmark")
