@@ -21,7 +21,7 @@ from kbn.population import recompute_batch_norm_statistics
 from kbn.trainer import MultiStepTrainer
 
 # The one place of the version: the build reads it from here (pyproject.toml).
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MultiStepTrainer",
