@@ -24,10 +24,9 @@ from importlib import metadata
 
 import pytest
 
+import kbn_study.commands
 from tests.helpers import ROOT
 from tests.helpers import user_environment
-
-pytestmark = pytest.mark.slow  # builds, installs and trains: about 40 s
 
 # Console script -> module of kbn_study/commands/ whose `main` it runs.
 SCRIPTS = {
@@ -159,6 +158,7 @@ def _run(prefix, program, *args, cwd):
     return result.stdout
 
 
+@pytest.mark.slow  # builds the wheel, once for the module (its tests: ~30 s)
 def test_the_wheel_builds_without_deprecation_warnings(build):
     _, output = build
     # setuptools says "deprecated" in its BuildBackendWarning and
@@ -171,6 +171,7 @@ def test_the_wheel_builds_without_deprecation_warnings(build):
     assert not warnings, output[-4000:]
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_both_packages_their_data_and_the_licences(build):
     wheel, _ = build
     version = wheel.name.split("-")[1]
@@ -204,6 +205,7 @@ def test_the_wheel_holds_both_packages_their_data_and_the_licences(build):
     assert sorted(scripts["console_scripts"]) == sorted(SCRIPTS)
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_runs_the_main_job_offline(installed, build, tmp_path):
     wheel, _ = build
     # The README's check of the version, and where kbn comes from.
@@ -241,6 +243,7 @@ def test_the_installed_wheel_runs_the_main_job_offline(installed, build, tmp_pat
     assert config["config"]["batches"] == 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_every_console_script_runs_its_command(installed, tmp_path, script):
     help_text = _run(installed, script, "--help", cwd=tmp_path)
@@ -260,6 +263,7 @@ def _module_params():
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", _module_params())
 def test_every_command_runs_as_a_module_of_the_installed_wheel(
     installed, tmp_path, module
@@ -268,3 +272,17 @@ def test_every_command_runs_as_a_module_of_the_installed_wheel(
     name = f"kbn_study.commands.{module}"
     out = _run(installed, "python", "-m", name, "--help", cwd=tmp_path)
     assert _description(module) in _letters(out)
+
+
+def test_a_console_script_without_the_study_says_what_to_install(monkeypatch, capsys):
+    """The library alone installs the console scripts too; they explain."""
+    needs = ("numpy", "kbn_no_such_package")
+    monkeypatch.setattr(kbn_study.commands, "STUDY_NEEDS", needs)
+    monkeypatch.setattr(sys, "argv", ["/some/env/bin/kbn-compare"])
+    with pytest.raises(SystemExit) as exit:
+        kbn_study.commands.kbn_compare()
+    assert exit.value.code == 1
+    assert capsys.readouterr().err == (
+        "kbn-compare: error: the study needs kbn_no_such_package, not installed "
+        'here. Install them with: pip install "kbn[study]"\n'
+    )

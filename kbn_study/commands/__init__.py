@@ -8,9 +8,22 @@ command parses its arguments before it imports Keras.
 """
 
 import importlib
+import importlib.util
+
+# What the study imports beyond the library: the `study` extra, by import
+# name. An install of the library alone has the console scripts too.
+STUDY_NEEDS = ("jax", "matplotlib", "pandas", "tabulate", "tensorboard", "tensorflow")
 
 
 def _run(command):
+    missing = [name for name in STUDY_NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        from kbn_study import cli
+
+        cli.error(
+            f"the study needs {', '.join(missing)}, not installed here. "
+            'Install them with: pip install "kbn[study]"'
+        )
     # A console script exits with its function's return value, and `main`
     # returns its results to Python callers: returned from here, a result
     # would be printed to stderr and end the command with status 1.
