@@ -248,20 +248,8 @@ def test_every_console_script_runs_its_command(installed, tmp_path, script):
     assert _description(SCRIPTS[script]) in _letters(help_text)
 
 
-def _module_params():
-    missing_main = pytest.mark.xfail(
-        strict=True,
-        reason="kbn_study/commands/inference_modes.py has no "
-        "`if __name__ == '__main__': main()`",
-    )
-    return [
-        pytest.param(m, marks=missing_main) if m == "inference_modes" else m
-        for m in _command_modules()
-    ]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("module", _module_params())
+@pytest.mark.parametrize("module", _command_modules())
 def test_every_command_runs_as_a_module_of_the_installed_wheel(
     installed, tmp_path, module
 ):

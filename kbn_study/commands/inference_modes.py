@@ -151,3 +151,7 @@ def _load_model(path):
             f"cannot load the model in {path}: {type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}"
         )
+
+
+if __name__ == "__main__":
+    main()
