@@ -1,17 +1,74 @@
 """Batch-normalization maths as pure functions.
 
 Everything here takes tensors (or NumPy arrays) and returns tensors; nothing
-reads or writes layer state. `kbn.layers.BatchNorm`, the recurrent cell and
-the folding code all call these functions, and the tests call them directly.
+reads or writes layer state. `kbn.layers.BatchNorm`, the recurrent cell, the
+folding code and subclasses call these functions, and the tests call them
+directly.
 
 The formulas are those of Ioffe & Szegedy (2015), Algorithm 1:
 
 - `mean = sum(x) / m` and `variance = sum((x - mean) ** 2) / m` over the
   reduction axes (every axis but the feature axes);
 - `y = (x - mean) / sqrt(variance + epsilon) * gamma + beta`.
+
+Masks follow one convention throughout: a boolean tensor of the rank of `x`
+that broadcasts against it (for example `(batch, time, 1)` for a
+`(batch, time, features)` sequence); only positions where it is `True`
+count.
 """
 
+import math
+
 from keras import ops
+
+
+def count(x, axes, mask=None, keepdims=False):
+    """The number of values behind each statistic of `x` over `axes`.
+
+    Args:
+        x: Tensor.
+        axes: Sequence of ints, the axes to reduce.
+        mask: Optional boolean tensor of the rank of `x` that broadcasts
+            against it.
+        keepdims: Whether to keep the reduced axes with size 1 (with a
+            mask).
+
+    Returns:
+        Without a mask, the product of the sizes of `axes`: a Python int
+        when they are known, else a scalar tensor. With a mask, a tensor of
+        `x`'s dtype: the number of `True` positions per statistic.
+    """
+    axes = list(axes)
+    if mask is None:
+        sizes = [x.shape[a] for a in axes]
+        if all(size is not None for size in sizes):
+            return math.prod(sizes)
+        shape = ops.shape(x)
+        return math.prod(ops.cast(shape[a], x.dtype) for a in axes)
+    counted = ops.sum(ops.cast(mask, x.dtype), axis=axes, keepdims=keepdims)
+    for axis in axes:
+        if mask.shape[axis] == 1 and x.shape[axis] != 1:
+            # The mask broadcasts along this axis: each of its values
+            # stands for the whole axis.
+            counted = counted * ops.cast(ops.shape(x)[axis], x.dtype)
+    return counted
+
+
+def masked_mean(x, axes, mask=None, keepdims=False):
+    """Mean of `x` over `axes`, counting only positions where `mask` is True.
+
+    Args:
+        x: Tensor.
+        axes: Sequence of ints, the axes to reduce.
+        mask: Optional boolean tensor of the rank of `x` that broadcasts
+            against it. With no position counted, the mean is 0.
+        keepdims: Whether to keep the reduced axes with size 1.
+    """
+    axes = list(axes)
+    if mask is None:
+        return ops.mean(x, axis=axes, keepdims=keepdims)
+    total = ops.sum(ops.where(mask, x, 0.0), axis=axes, keepdims=keepdims)
+    return total / ops.maximum(count(x, axes, mask, keepdims=keepdims), 1.0)
 
 
 def moments(x, axes, mask=None, keepdims=False):
@@ -20,9 +77,9 @@ def moments(x, axes, mask=None, keepdims=False):
     Args:
         x: Tensor.
         axes: Sequence of ints, the axes to reduce.
-        mask: Optional boolean tensor broadcastable to `x`; only positions
-            where it is `True` count. With no position counted, the moments
-            are 0.
+        mask: Optional boolean tensor of the rank of `x` that broadcasts
+            against it; only positions where it is `True` count. With no
+            position counted, the moments are 0.
         keepdims: Whether to keep the reduced axes with size 1.
 
     Returns:
@@ -31,15 +88,10 @@ def moments(x, axes, mask=None, keepdims=False):
     axes = list(axes)
     if mask is None:
         return ops.moments(x, axes=axes, keepdims=keepdims)
-    mask = ops.broadcast_to(ops.cast(mask, "bool"), ops.shape(x))
-    weights = ops.cast(mask, x.dtype)
-    count = ops.maximum(ops.sum(weights, axis=axes, keepdims=True), 1.0)
-    mean = ops.sum(ops.where(mask, x, 0.0), axis=axes, keepdims=True) / count
-    squared = ops.where(mask, ops.square(x - mean), 0.0)
-    variance = ops.sum(squared, axis=axes, keepdims=True) / count
+    mean = masked_mean(x, axes, mask, keepdims=True)
+    variance = masked_mean(ops.square(x - mean), axes, mask, keepdims=keepdims)
     if not keepdims:
         mean = ops.squeeze(mean, axis=axes)
-        variance = ops.squeeze(variance, axis=axes)
     return mean, variance
 
 
