@@ -65,14 +65,61 @@ def masked_mean(x, axes, mask=None, keepdims=False):
         keepdims: Whether to keep the reduced axes with size 1.
     """
     axes = list(axes)
+    # A sum and a division rather than `keras.ops.mean`, which on JAX
+    # computes float64 in float32.
     if mask is None:
-        return ops.mean(x, axis=axes, keepdims=keepdims)
+        counted = count(x, axes)
+        if not isinstance(counted, int):
+            counted = ops.cast(counted, x.dtype)
+        return ops.sum(x, axis=axes, keepdims=keepdims) / counted
     total = ops.sum(ops.where(mask, x, 0.0), axis=axes, keepdims=keepdims)
     return total / ops.maximum(count(x, axes, mask, keepdims=keepdims), 1.0)
 
 
+def feature_shift(x, axes, mask=None):
+    """A value per feature near the data, to subtract before the moments.
+
+    The first value of each feature along `axes` (with a mask, the masked
+    mean, as the first value may be padding), without gradient, with the
+    reduced axes kept (size 1). Subtracting it is exact in floating point for
+    values within a factor 2 of it, and leaves data whose mean is of the
+    order of its spread, so that the float32 error of the moments computed
+    afterwards does not grow with |mean| / spread.
+    """
+    axes = list(axes)
+    if mask is not None:
+        return ops.stop_gradient(masked_mean(x, axes, mask, keepdims=True))
+    first = x
+    for axis in axes:  # `take` keeps a static size of 1 where slicing may not
+        first = ops.take(first, [0], axis=axis)
+    return ops.stop_gradient(first)
+
+
+def two_pass_moments(x, axes, mask=None, keepdims=False):
+    """Mean, then variance about it: `mean((x - mean) ** 2)`.
+
+    Accurate to float32 rounding when |mean| is not large against the spread
+    (`moments` shifts the data first so that it is not). Arguments as
+    `moments`.
+    """
+    axes = list(axes)
+    mean = masked_mean(x, axes, mask, keepdims=True)
+    # No gradient through this mean: d variance / d mean = -2 * mean(x - mean)
+    # is 0 (as in tf.nn.moments).
+    deviations = ops.square(x - ops.stop_gradient(mean))
+    variance = masked_mean(deviations, axes, mask, keepdims=keepdims)
+    if not keepdims:
+        mean = ops.squeeze(mean, axis=axes)
+    return mean, variance
+
+
 def moments(x, axes, mask=None, keepdims=False):
     """Mean and (biased) variance of `x` over `axes`.
+
+    Computed about a per-feature shift (`feature_shift`), by two passes
+    (`two_pass_moments`): `mean = shift + mean(x - shift)`, `variance =
+    mean((x - mean) ** 2)`, so that the float32 error does not grow with
+    |mean| / spread.
 
     Args:
         x: Tensor.
@@ -86,12 +133,12 @@ def moments(x, axes, mask=None, keepdims=False):
         A tuple `(mean, variance)`.
     """
     axes = list(axes)
-    if mask is None:
-        return ops.moments(x, axes=axes, keepdims=keepdims)
-    mean = masked_mean(x, axes, mask, keepdims=True)
-    variance = masked_mean(ops.square(x - mean), axes, mask, keepdims=keepdims)
+    shift = feature_shift(x, axes, mask)
+    mean, variance = two_pass_moments(x - shift, axes, mask, keepdims=True)
+    mean = mean + shift
     if not keepdims:
         mean = ops.squeeze(mean, axis=axes)
+        variance = ops.squeeze(variance, axis=axes)
     return mean, variance
 
 
@@ -101,7 +148,9 @@ def normalize(x, mean, variance, gamma=None, beta=None, epsilon=1e-3):
     `mean`, `variance`, `gamma` and `beta` must broadcast against `x`;
     `gamma=None` means 1 and `beta=None` means 0. Computed as
     `x * scale + offset` (see `fold_into_affine`), the same arrangement as
-    `keras.ops.batch_normalization`.
+    `keras.ops.batch_normalization`: its float32 error grows with |mean| /
+    spread, so `kbn.layers.BatchNorm` passes it inputs and mean shifted by a
+    value near the data (`feature_shift`).
     """
     scale, offset = fold_into_affine(mean, variance, gamma, beta, epsilon)
     return x * scale + offset

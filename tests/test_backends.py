@@ -21,6 +21,7 @@ BACKEND_SENSITIVE = [
     "tests/test_subclass_examples.py",
     "tests/test_folding.py",
     "tests/test_population.py",
+    "tests/test_numerics.py",
     "tests/test_bn_lstm.py",
     "tests/test_callbacks.py",
     "tests/test_models.py",

@@ -360,3 +360,20 @@ def test_l1_population_statistics_refuse_bessel(rng):
     with pytest.raises(ValueError, match="Received: unbiased=True") as error:
         kbn.recompute_batch_norm_statistics(model, np.ones((8, 6), "float32"))
     assert "L1BatchNorm layer 'example_bn'" in str(error.value)
+
+
+@pytest.mark.filterwarnings("ignore:.*one value per feature")
+@pytest.mark.parametrize("masked", [False, True], ids=["batch_of_one", "fully_masked"])
+def test_debiased_state_is_left_alone_by_a_one_value_batch(rng, masked):
+    """The layer undoes the subclass's own counter too, not only its statistics."""
+    layer = example_class("debiased")(momentum=0.9)
+    layer(rng.normal(size=(8, 4, 3)).astype("float32"), training=True)
+    before = [_np(v) for v in layer.non_trainable_weights]
+    if masked:
+        x, mask = rng.normal(size=(8, 4, 3)), np.zeros((8, 4), bool)
+    else:
+        x, mask = rng.normal(size=(1, 1, 3)), None
+    layer(x.astype("float32"), training=True, mask=mask)
+    assert [w.name for w in layer.non_trainable_weights][-1] == "num_updates"
+    for a, b in zip(before, layer.non_trainable_weights):
+        np.testing.assert_array_equal(a, _np(b))

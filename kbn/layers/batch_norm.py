@@ -49,6 +49,30 @@ class BatchNorm(keras.layers.Layer):
     batch, height and width. Use `axis=1` after a channels-first
     convolution. A list of axes keeps one statistic per combination of them.
 
+    **Batches with one value per feature.** A training batch that gives a
+    feature a single value (a batch of one example, a ghost batch of one,
+    one unmasked position, or a fully masked batch) has no spread. The layer
+    normalizes it with its batch statistics all the same (every output
+    equals `beta`; outputs at masked positions carry no meaning) but leaves
+    its moving statistics, and every other state (the `momentum=None`
+    counter, renorm's statistics, a subclass's own), unchanged: inference
+    afterwards is what it was before. When the shapes show it, the layer
+    warns once; under a mask the count exists only at run time, and the
+    update is undone by a traced `where`, so compiled steps (`jit`,
+    `tf.function`) keep working. (PyTorch raises a `ValueError` instead,
+    which a compiled step cannot do for a count known at run time only.)
+
+    **Numerics.** The layer computes in the wider of the input dtype and
+    float32: float64 stays float64 (on JAX with `jax_enable_x64`), and
+    float16 and bfloat16 inputs are normalized in float32. In training it
+    subtracts from the inputs the first value of each feature
+    (`kbn.ops.feature_shift`, a no-op in exact arithmetic) before the two
+    passes of the moments and the normalization, and in inference it
+    subtracts the moving mean first, so that the float32 error of outputs
+    and gradients does not grow with |mean| / spread. This is the layer's
+    own maths: an overridden `compute_moments` or `normalize` sees the
+    inputs as they are (`kbn.ops.moments` shifts internally).
+
     **Subclassing.** Each step of the maths is a method of its own, which a
     subclass overrides without copying `call` (`docs/subclassing.md` has a
     guide and three tested examples):
@@ -65,8 +89,8 @@ class BatchNorm(keras.layers.Layer):
       offset, which `kbn.fold_batch_norm` reads.
 
     `call` does the bookkeeping around them (dtypes, virtual batches, masks,
-    the `momentum=None` counter, renorm's corrections, batches with one value
-    per feature), so an override is right under every option that applies.
+    the `momentum=None` counter, renorm's corrections, skipping batches with
+    one value per feature), so an override is right under every option that applies.
     Where it cannot be, the layer refuses the combination with a
     `ValueError` when it is built: an overridden `compute_moments` with
     `unbiased_variance=True` (unless `debias_variance` is overridden too) or
@@ -134,8 +158,8 @@ class BatchNorm(keras.layers.Layer):
             positions do not count in the batch statistics.
 
     Returns:
-        A tensor of the shape of `inputs`, in the layer's compute dtype.
-        Float16 and bfloat16 inputs are normalized in float32.
+        A tensor of the shape of `inputs`, in the layer's compute dtype
+        (computed in float32, or float64 for float64 inputs).
 
     References:
 
@@ -244,6 +268,12 @@ class BatchNorm(keras.layers.Layer):
                 "virtual_batch_size splits",
             )
         self._check_hooks()
+        self._own_normalize = not (
+            self._overrides("normalize") or self._overrides("call")
+        )
+        self._own_moments = not self._overrides("compute_moments") and not (
+            self.synchronized and keras.backend.backend() == "tensorflow"
+        )
         shape = tuple(input_shape[i] for i in self._feature_axes)
         self._broadcast_shape = [
             input_shape[i] if i in self._feature_axes else 1 for i in range(rank)
@@ -331,8 +361,7 @@ class BatchNorm(keras.layers.Layer):
                 "dimension fewer than the inputs. Received: "
                 f"mask.shape={mask.shape}, inputs.shape={inputs.shape}"
             )
-        # Half-precision statistics overflow easily: compute in float32.
-        dtype = keras.backend.result_type(inputs.dtype, "float32")
+        dtype = _computation_dtype(inputs.dtype)
         inputs = ops.cast(inputs, dtype)
         gamma = None if self.gamma is None else ops.cast(self.gamma, dtype)
         beta = None if self.beta is None else ops.cast(self.beta, dtype)
@@ -341,6 +370,11 @@ class BatchNorm(keras.layers.Layer):
         if not learning and self.track_running_stats:
             mean = ops.cast(self.moving_mean, dtype)
             variance = ops.cast(self.moving_variance, dtype)
+            if self._own_normalize:
+                # `(x - mean) * scale + beta`: subtracting first keeps the
+                # float32 error independent of |mean| / spread.
+                inputs = inputs - self._broadcast(mean, inputs)
+                mean = ops.zeros_like(mean)
             outputs = self._normalize(inputs, mean, variance, gamma, beta)
             return ops.cast(outputs, self.compute_dtype)
 
@@ -352,15 +386,30 @@ class BatchNorm(keras.layers.Layer):
         axes = self._moment_axes(inputs)
         count = bn_ops.count(inputs, axes, mask)
         self._warn_if_single_value(count)
-        mean, variance = self.compute_moments(inputs, axes, mask=mask)
+        if self._own_normalize and self._own_moments:
+            # The layer's own maths, about a value near the data: the inputs
+            # and the mean are shifted alike, and the normalization is the
+            # same, with a float32 error independent of |mean| / spread.
+            shift = bn_ops.feature_shift(inputs, axes, mask)
+            inputs = inputs - shift
+            mean, variance = bn_ops.two_pass_moments(inputs, axes, mask)
+            batch_mean = mean + ops.squeeze(shift, axis=axes)
+        else:
+            mean, variance = self.compute_moments(inputs, axes, mask=mask)
+            batch_mean = mean
         if learning and self.track_running_stats:
-            batch_mean, batch_variance = self._moments_to_average(mean, variance, count)
+            enough = self._enough_values(inputs, axes, mask, count)
             if self.renorm:
-                gamma, beta = self._renormalized_affine(mean, variance, gamma, beta)
+                gamma, beta = self._renormalized_affine(
+                    batch_mean, variance, gamma, beta
+                )
+            batch_mean, batch_variance = self._moments_to_average(
+                batch_mean, variance, count
+            )
             if recording:
-                self._record(batch_mean, batch_variance, _enough_values(count))
+                self._record(batch_mean, batch_variance, enough)
             else:
-                self._update_state(batch_mean, batch_variance)
+                self._update_state(batch_mean, batch_variance, enough)
         outputs = self._normalize(inputs, mean, variance, gamma, beta)
         if self.virtual_batch_size is not None:
             outputs = ops.reshape(outputs, shape)
@@ -718,12 +767,26 @@ class BatchNorm(keras.layers.Layer):
         if unbiased:
             variance = self.debias_variance(variance, count)
         if self.virtual_batch_size is not None:
-            mean = ops.mean(mean, axis=0)
-            variance = ops.mean(variance, axis=0)
+            mean = bn_ops.masked_mean(mean, [0])
+            variance = bn_ops.masked_mean(variance, [0])
         return mean, variance
 
-    def _update_state(self, mean, variance):
-        """Calls the update hooks with one batch's moments."""
+    def _update_state(self, mean, variance, enough):
+        """Calls the update hooks with one batch's moments.
+
+        A batch without more than one value per feature (`enough` false)
+        changes no state: statically known, the hooks are not called;
+        known at run time only (masks, an unknown batch size), every
+        non-trainable variable of the layer (counters, renorm statistics, a
+        subclass's own state) is set back by a traced `where`.
+        """
+        if enough is False:
+            return
+        saved = None
+        if enough is not True:
+            # `copy` takes a snapshot (converting a TensorFlow variable
+            # gives the variable itself).
+            saved = [(v, ops.copy(v)) for v in self.non_trainable_variables]
         momentum = self._momentum_of_this_batch(mean.dtype)
         self.update_moving_statistics(mean, variance, momentum)
         if self.renorm:
@@ -734,6 +797,9 @@ class BatchNorm(keras.layers.Layer):
                     )
                 )
             self.update_renorm_statistics(mean, variance)
+        if saved is not None:
+            for variable, before in saved:
+                variable.assign(ops.where(enough, ops.copy(variable), before))
 
     def _momentum_of_this_batch(self, dtype):
         if self.momentum is not None:
@@ -742,6 +808,18 @@ class BatchNorm(keras.layers.Layer):
         self.num_batches.assign(count)
         # The cumulative average: moving += (batch - moving) / count.
         return 1.0 - 1.0 / count
+
+    def _enough_values(self, inputs, axes, mask, count):
+        """Whether each statistic has more than one value behind it.
+
+        A Python bool when the shapes tell, else a scalar boolean tensor.
+        """
+        if isinstance(count, int):
+            return count > 1
+        known = [inputs.shape[a] for a in axes if inputs.shape[a] is not None]
+        if mask is None and math.prod(known) > 1:
+            return True  # whatever the unknown sizes (at least 1)
+        return ops.min(count) > 1
 
     def _record(self, mean, variance, enough):
         weight = ops.cast(enough, mean.dtype)
@@ -756,8 +834,9 @@ class BatchNorm(keras.layers.Layer):
         warnings.warn(
             f"{type(self).__name__} layer '{self.name}' normalizes a training "
             "batch with one value per feature: its variance is 0, so every "
-            "output equals beta whatever the input. Use batches of more than "
-            "one example, or call the layer with training=False.",
+            "output equals beta whatever the input, and the moving statistics "
+            "are not updated. Use batches of more than one example, or call "
+            "the layer with training=False.",
             stacklevel=3,
         )
 
@@ -864,11 +943,12 @@ class _Recording:
         self.records = []
 
 
-def _enough_values(count):
-    """Whether every statistic has more than one value behind it."""
-    if isinstance(count, int):
-        return count > 1
-    return ops.min(count) > 1
+def _computation_dtype(dtype):
+    """The wider of `dtype` and float32: float64 stays float64, and half
+    precision (whose statistics overflow easily) computes in float32."""
+    if keras.backend.standardize_dtype(dtype) == "float64":
+        return "float64"
+    return "float32"
 
 
 def _numpy(tensor):
