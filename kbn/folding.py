@@ -54,8 +54,8 @@ def fold_batch_norm(model):
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "inputs"):
         raise TypeError(
-            "fold_batch_norm expects a functional keras.Model. Received: "
-            f"model of type {type(model).__name__}"
+            "Invalid value for argument model. Expected a functional "
+            f"keras.Model. Received: model of type {type(model).__name__}"
         )
     pairs = _foldable_pairs(model)
     folded_producers = {id(producer): norm for producer, norm in pairs}

@@ -72,15 +72,27 @@ def test_ghost_batch_size_must_divide_the_batch(rng):
         layer(rng.normal(size=(12, 3)).astype("float32"), training=True)
 
 
-def test_ghost_batches_train_in_a_model(rng):
+def test_ghost_batches_in_a_compiled_fit(rng):
+    """Inside `fit` (batch size unknown when traced): one update per batch
+    from the average of its ghost batches' moments."""
     inputs = keras.Input((6,))
-    h = BatchNorm(virtual_batch_size=10)(keras.layers.Dense(8, use_bias=False)(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(2)(h))
-    model.compile(optimizer="sgd", loss="mse")
-    history = model.fit(
-        rng.normal(size=(40, 6)), rng.normal(size=(40, 2)), batch_size=20, verbose=0
-    )
-    assert np.isfinite(history.history["loss"][0])
+    dense = keras.layers.Dense(8, use_bias=False)
+    norm = BatchNorm(virtual_batch_size=5, momentum=0.5)
+    model = keras.Model(inputs, keras.layers.Dense(2)(norm(dense(inputs))))
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    x = rng.normal(2.0, 3.0, size=(40, 6)).astype("float32")
+    model.fit(x, np.zeros((40, 2)), batch_size=20, shuffle=False, verbose=0)
+    h = x.astype("float64") @ _np(dense.kernel)
+    mean, variance = np.zeros(8), np.ones(8)
+    for batch in (h[:20], h[20:]):
+        ghosts = batch.reshape(4, 5, 8)
+        mean = 0.5 * mean + 0.5 * ghosts.mean(1).mean(0)
+        variance = 0.5 * variance + 0.5 * ghosts.var(1).mean(0)
+    reference.assert_close(norm.moving_mean, mean, 10.0)
+    reference.assert_close(norm.moving_variance, variance, 100.0)
+    # Not what whole batches give: ghost variances average lower.
+    whole = 0.5 * (0.5 * 1.0 + 0.5 * h[:20].var(0)) + 0.5 * h[20:].var(0)
+    assert np.all(_np(norm.moving_variance) < whole)
 
 
 # --- Batch renormalization ----------------------------------------------------
