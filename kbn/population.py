@@ -56,7 +56,9 @@ def recompute_batch_norm_statistics(
         unbiased: Store the unbiased variance.
 
     Returns:
-        The number of batches used.
+        The number of batches passed through the model (a batch with one
+        value per feature for a layer is passed, but does not count for
+        that layer).
 
     Raises:
         ValueError: If the model has no such layer, `data` has no batch, or
