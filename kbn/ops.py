@@ -17,8 +17,10 @@ that broadcasts against it (for example `(batch, time, 1)` for a
 count.
 """
 
+import functools
 import math
 
+import keras
 from keras import ops
 
 
@@ -44,7 +46,9 @@ def count(x, axes, mask=None, keepdims=False):
         if all(size is not None for size in sizes):
             return math.prod(sizes)
         shape = ops.shape(x)
-        return math.prod(ops.cast(shape[a], x.dtype) for a in axes)
+        return functools.reduce(
+            lambda a, b: a * b, [ops.cast(shape[a], x.dtype) for a in axes]
+        )
     counted = ops.sum(ops.cast(mask, x.dtype), axis=axes, keepdims=keepdims)
     for axis in axes:
         if mask.shape[axis] == 1 and x.shape[axis] != 1:
@@ -65,13 +69,11 @@ def masked_mean(x, axes, mask=None, keepdims=False):
         keepdims: Whether to keep the reduced axes with size 1.
     """
     axes = list(axes)
-    # A sum and a division rather than `keras.ops.mean`, which on JAX
-    # computes float64 in float32.
     if mask is None:
-        counted = count(x, axes)
-        if not isinstance(counted, int):
-            counted = ops.cast(counted, x.dtype)
-        return ops.sum(x, axis=axes, keepdims=keepdims) / counted
+        if keras.backend.standardize_dtype(x.dtype) == "float64":
+            # `keras.ops.mean` computes float64 in float32 on JAX.
+            return ops.sum(x, axis=axes, keepdims=keepdims) / count(x, axes)
+        return ops.mean(x, axis=axes, keepdims=keepdims)
     total = ops.sum(ops.where(mask, x, 0.0), axis=axes, keepdims=keepdims)
     return total / ops.maximum(count(x, axes, mask, keepdims=keepdims), 1.0)
 
@@ -89,10 +91,12 @@ def feature_shift(x, axes, mask=None):
     axes = list(axes)
     if mask is not None:
         return ops.stop_gradient(masked_mean(x, axes, mask, keepdims=True))
-    first = x
-    for axis in axes:  # `take` keeps a static size of 1 where slicing may not
-        first = ops.take(first, [0], axis=axis)
-    return ops.stop_gradient(first)
+    # `ops.slice` keeps a static size of 1 where indexing with `0:1` may not.
+    sizes = [
+        1 if axis in axes else (-1 if size is None else size)
+        for axis, size in enumerate(x.shape)
+    ]
+    return ops.stop_gradient(ops.slice(x, [0] * len(sizes), sizes))
 
 
 def two_pass_moments(x, axes, mask=None, keepdims=False):

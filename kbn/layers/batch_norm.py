@@ -725,6 +725,8 @@ class BatchNorm(keras.layers.Layer):
         if len(inputs.shape) == self._rank + 1:  # split into virtual batches
             rows = len(tensor.shape) == len(self._feature_axes) + 1
             shape = [-1 if rows else 1, *shape]
+        elif self._feature_axes == [self._rank - 1]:
+            return tensor  # broadcasts as it is
         return ops.reshape(tensor, shape)
 
     def broadcast(self, tensor, inputs):
@@ -819,7 +821,7 @@ class BatchNorm(keras.layers.Layer):
         known = [inputs.shape[a] for a in axes if inputs.shape[a] is not None]
         if mask is None and math.prod(known) > 1:
             return True  # whatever the unknown sizes (at least 1)
-        return ops.min(count) > 1
+        return (count if mask is None else ops.min(count)) > 1
 
     def _record(self, mean, variance, enough):
         weight = ops.cast(enough, mean.dtype)
