@@ -668,8 +668,8 @@ class BatchNorm(keras.layers.Layer):
                     "synchronized=True",
                     "all-reduces the sample moments across tf.distribute "
                     "replicas and cannot all-reduce another estimator",
-                    "Use synchronized=False, or all-reduce inside your "
-                    "compute_moments and set synchronized=False",
+                    "Use synchronized=False (and all-reduce inside your "
+                    "compute_moments if you need global statistics)",
                 )
         if self._overrides("normalize") and self.renorm:
             self._refuse(
