@@ -1,12 +1,17 @@
 """Folding batch norm into the preceding layer, for inference.
 
 In inference, batch norm is an affine map per feature, `y = x * scale +
-offset` with `scale = gamma / sqrt(moving_variance + epsilon)` and `offset =
-beta - moving_mean * scale` (`kbn.ops.fold_into_affine`). When it directly
-follows a `Dense` or convolution without activation, whose output nothing
-else reads, the map merges into that layer: `kernel' = kernel * scale` (per
-output feature) and `bias' = bias * scale + offset`. The folded model gives
-the same inference outputs with one layer fewer per batch norm.
+offset`; for the standard layer `scale = gamma / sqrt(moving_variance +
+epsilon)` and `offset = beta - moving_mean * scale`
+(`kbn.ops.fold_into_affine`). When it directly follows a `Dense` or
+convolution without activation, whose output nothing else reads, the map
+merges into that layer: `kernel' = kernel * scale` (per output feature) and
+`bias' = bias * scale + offset`. The folded model gives the same inference
+outputs with one layer fewer per batch norm.
+
+The map is the layer's to give: a kbn `BatchNorm`, subclasses included,
+answers `inference_affine()` (or raises if its inference map is not affine);
+Keras's `BatchNormalization` is read in closed form.
 """
 
 import keras
@@ -27,24 +32,30 @@ _FOLDABLE = (
 def fold_batch_norm(model):
     """A copy of `model` with batch norms folded into preceding layers.
 
-    Works for kbn's `BatchNorm` and for `keras.layers.BatchNormalization`.
-    A batch norm is folded when it directly follows a `Dense`, `Conv1D`,
-    `Conv2D` or `Conv3D` layer with a linear activation, that layer's output
-    feeds only the batch norm, and the batch norm normalizes that layer's
-    feature axis with moving statistics (not `virtual_batch_size` with batch
-    statistics in inference, nor `track_running_stats=False`). Other batch
-    norms are kept.
+    Works for kbn's `BatchNorm` (and its subclasses, through their
+    `inference_affine()`) and for `keras.layers.BatchNormalization`. A batch
+    norm is folded when it directly follows a `Dense`, `Conv1D`, `Conv2D` or
+    `Conv3D` layer with a linear activation, that layer's output feeds only
+    the batch norm, and the batch norm normalizes that layer's feature axis.
+    Other batch norms are kept as they are, and so is a kbn `BatchNorm` with
+    `track_running_stats=False`, which normalizes every batch with its own
+    statistics and so has no fixed inference map.
 
     Args:
         model: A Keras functional model.
 
     Returns:
         A new functional model for inference (its weights are copies).
+
+    Raises:
+        ValueError: If a batch norm to fold has an inference map that is not
+            affine per feature (a subclass's `normalize`); the message names
+            the layer.
     """
     if not isinstance(model, keras.Model) or not hasattr(model, "inputs"):
         raise TypeError(
-            "fold_batch_norm expects a functional keras.Model. Received: "
-            f"model of type {type(model).__name__}"
+            "Invalid value for argument model. Expected a functional "
+            f"keras.Model. Received: model of type {type(model).__name__}"
         )
     pairs = _foldable_pairs(model)
     folded_producers = {id(producer): norm for producer, norm in pairs}
@@ -88,17 +99,26 @@ def _folded_weights(producer, norm):
         if producer.use_bias
         else np.zeros(out_features)
     )
-    gamma = None if norm.gamma is None else ops.convert_to_numpy(norm.gamma)
-    beta = None if norm.beta is None else ops.convert_to_numpy(norm.beta)
-    scale, offset = bn_ops.fold_into_affine(
-        ops.convert_to_numpy(norm.moving_mean).astype("float64"),
-        ops.convert_to_numpy(norm.moving_variance).astype("float64"),
-        None if gamma is None else gamma.astype("float64"),
-        None if beta is None else beta.astype("float64"),
+    scale, offset = (np.asarray(_numpy(v)).reshape(-1) for v in _affine_map(norm))
+    dtype = keras.backend.standardize_dtype(producer.kernel.dtype)
+    return (kernel * scale).astype(dtype), (bias * scale + offset).astype(dtype)
+
+
+def _affine_map(norm):
+    """`(scale, offset)` of a batch norm's inference map."""
+    if isinstance(norm, BatchNorm):
+        return norm.inference_affine()
+    return bn_ops.fold_into_affine(
+        _numpy(norm.moving_mean),
+        _numpy(norm.moving_variance),
+        None if norm.gamma is None else _numpy(norm.gamma),
+        None if norm.beta is None else _numpy(norm.beta),
         norm.epsilon,
     )
-    scale, offset = np.asarray(scale), np.asarray(offset)
-    return (kernel * scale).astype("float32"), (bias * scale + offset).astype("float32")
+
+
+def _numpy(value):
+    return np.asarray(ops.convert_to_numpy(value), "float64")
 
 
 def _foldable_pairs(model):

@@ -1,42 +1,145 @@
 """Batch-normalization maths as pure functions.
 
 Everything here takes tensors (or NumPy arrays) and returns tensors; nothing
-reads or writes layer state. `kbn.layers.BatchNorm`, the recurrent cell and
-the folding code all call these functions, and the tests call them directly.
+reads or writes layer state. `kbn.layers.BatchNorm`, the recurrent cell, the
+folding code and subclasses call these functions, and the tests call them
+directly.
 
 The formulas are those of Ioffe & Szegedy (2015), Algorithm 1:
 
 - `mean = sum(x) / m` and `variance = sum((x - mean) ** 2) / m` over the
   reduction axes (every axis but the feature axes);
 - `y = (x - mean) / sqrt(variance + epsilon) * gamma + beta`.
+
+Masks follow one convention throughout: a boolean tensor of the rank of `x`
+that broadcasts against it (for example `(batch, time, 1)` for a
+`(batch, time, features)` sequence); only positions where it is `True`
+count.
 """
 
+import functools
+import math
+
+import keras
 from keras import ops
+
+
+def count(x, axes, mask=None, keepdims=False):
+    """The number of values behind each statistic of `x` over `axes`.
+
+    Args:
+        x: Tensor.
+        axes: Sequence of ints, the axes to reduce.
+        mask: Optional boolean tensor of the rank of `x` that broadcasts
+            against it.
+        keepdims: Whether to keep the reduced axes with size 1 (with a
+            mask).
+
+    Returns:
+        Without a mask, the product of the sizes of `axes`: a Python int
+        when they are known, else a scalar tensor. With a mask, a tensor of
+        `x`'s dtype: the number of `True` positions per statistic.
+    """
+    axes = list(axes)
+    if mask is None:
+        sizes = [x.shape[a] for a in axes]
+        if all(size is not None for size in sizes):
+            return math.prod(sizes)
+        shape = ops.shape(x)
+        return functools.reduce(
+            lambda a, b: a * b, [ops.cast(shape[a], x.dtype) for a in axes]
+        )
+    counted = ops.sum(ops.cast(mask, x.dtype), axis=axes, keepdims=keepdims)
+    for axis in axes:
+        if mask.shape[axis] == 1 and x.shape[axis] != 1:
+            # The mask broadcasts along this axis: each of its values
+            # stands for the whole axis.
+            counted = counted * ops.cast(ops.shape(x)[axis], x.dtype)
+    return counted
+
+
+def masked_mean(x, axes, mask=None, keepdims=False):
+    """Mean of `x` over `axes`, counting only positions where `mask` is True.
+
+    Args:
+        x: Tensor.
+        axes: Sequence of ints, the axes to reduce.
+        mask: Optional boolean tensor of the rank of `x` that broadcasts
+            against it. With no position counted, the mean is 0.
+        keepdims: Whether to keep the reduced axes with size 1.
+    """
+    axes = list(axes)
+    if mask is None:
+        if keras.backend.standardize_dtype(x.dtype) == "float64":
+            # `keras.ops.mean` computes float64 in float32 on JAX.
+            return ops.sum(x, axis=axes, keepdims=keepdims) / count(x, axes)
+        return ops.mean(x, axis=axes, keepdims=keepdims)
+    total = ops.sum(ops.where(mask, x, 0.0), axis=axes, keepdims=keepdims)
+    return total / ops.maximum(count(x, axes, mask, keepdims=keepdims), 1.0)
+
+
+def feature_shift(x, axes, mask=None):
+    """A value per feature near the data, to subtract before the moments.
+
+    The first value of each feature along `axes` (with a mask, the masked
+    mean, as the first value may be padding), without gradient, with the
+    reduced axes kept (size 1). Subtracting it is exact in floating point for
+    values within a factor 2 of it, and leaves data whose mean is of the
+    order of its spread, so that the float32 error of the moments computed
+    afterwards does not grow with |mean| / spread.
+    """
+    axes = list(axes)
+    if mask is not None:
+        return ops.stop_gradient(masked_mean(x, axes, mask, keepdims=True))
+    # `ops.slice` keeps a static size of 1 where indexing with `0:1` may not.
+    sizes = [
+        1 if axis in axes else (-1 if size is None else size)
+        for axis, size in enumerate(x.shape)
+    ]
+    return ops.stop_gradient(ops.slice(x, [0] * len(sizes), sizes))
+
+
+def two_pass_moments(x, axes, mask=None, keepdims=False):
+    """Mean, then variance about it: `mean((x - mean) ** 2)`.
+
+    Accurate to float32 rounding when |mean| is not large against the spread
+    (`moments` shifts the data first so that it is not). Arguments as
+    `moments`.
+    """
+    axes = list(axes)
+    mean = masked_mean(x, axes, mask, keepdims=True)
+    # No gradient through this mean: d variance / d mean = -2 * mean(x - mean)
+    # is 0 (as in tf.nn.moments).
+    deviations = ops.square(x - ops.stop_gradient(mean))
+    variance = masked_mean(deviations, axes, mask, keepdims=keepdims)
+    if not keepdims:
+        mean = ops.squeeze(mean, axis=axes)
+    return mean, variance
 
 
 def moments(x, axes, mask=None, keepdims=False):
     """Mean and (biased) variance of `x` over `axes`.
 
+    Computed about a per-feature shift (`feature_shift`), by two passes
+    (`two_pass_moments`): `mean = shift + mean(x - shift)`, `variance =
+    mean((x - mean) ** 2)`, so that the float32 error does not grow with
+    |mean| / spread.
+
     Args:
         x: Tensor.
         axes: Sequence of ints, the axes to reduce.
-        mask: Optional boolean tensor broadcastable to `x`; only positions
-            where it is `True` count. With no position counted, the moments
-            are 0.
+        mask: Optional boolean tensor of the rank of `x` that broadcasts
+            against it; only positions where it is `True` count. With no
+            position counted, the moments are 0.
         keepdims: Whether to keep the reduced axes with size 1.
 
     Returns:
         A tuple `(mean, variance)`.
     """
     axes = list(axes)
-    if mask is None:
-        return ops.moments(x, axes=axes, keepdims=keepdims)
-    mask = ops.broadcast_to(ops.cast(mask, "bool"), ops.shape(x))
-    weights = ops.cast(mask, x.dtype)
-    count = ops.maximum(ops.sum(weights, axis=axes, keepdims=True), 1.0)
-    mean = ops.sum(ops.where(mask, x, 0.0), axis=axes, keepdims=True) / count
-    squared = ops.where(mask, ops.square(x - mean), 0.0)
-    variance = ops.sum(squared, axis=axes, keepdims=True) / count
+    shift = feature_shift(x, axes, mask)
+    mean, variance = two_pass_moments(x - shift, axes, mask, keepdims=True)
+    mean = mean + shift
     if not keepdims:
         mean = ops.squeeze(mean, axis=axes)
         variance = ops.squeeze(variance, axis=axes)
@@ -49,7 +152,9 @@ def normalize(x, mean, variance, gamma=None, beta=None, epsilon=1e-3):
     `mean`, `variance`, `gamma` and `beta` must broadcast against `x`;
     `gamma=None` means 1 and `beta=None` means 0. Computed as
     `x * scale + offset` (see `fold_into_affine`), the same arrangement as
-    `keras.ops.batch_normalization`.
+    `keras.ops.batch_normalization`: its float32 error grows with |mean| /
+    spread, so `kbn.layers.BatchNorm` passes it inputs and mean shifted by a
+    value near the data (`feature_shift`).
     """
     scale, offset = fold_into_affine(mean, variance, gamma, beta, epsilon)
     return x * scale + offset

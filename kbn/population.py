@@ -5,39 +5,28 @@ inference mean and variance of each batch norm are the averages of the batch
 statistics over the training data, `E[x] = E_B[mean_B]` and
 `Var[x] = m / (m - 1) * E_B[var_B]`, computed with the final weights, rather
 than moving averages collected while the weights were still changing.
-`recompute_batch_norm_statistics` does that for every kbn `BatchNorm` of a
-model (PyTorch's `torch.optim.swa_utils.update_bn` does the same for its
-layers).
+`recompute_batch_norm_statistics` does that for every kbn `BatchNorm` and
+`BNLSTMCell` of a model (PyTorch's `torch.optim.swa_utils.update_bn` does the
+same for its layers).
+
+It asks each layer for its statistics rather than re-deriving them: inside
+`layer.recording_statistics(unbiased)`, a training-mode call of the layer
+computes its batch moments with its own `compute_moments` and
+`debias_variance` and records them instead of updating its state; the
+averages go back through `layer.set_population_statistics`. A subclass that
+changes the estimator therefore gets population statistics of its own
+estimator, or a clear error.
 """
+
+import contextlib
 
 import keras
 import numpy as np
 from keras import ops
 
-from kbn.layers import BatchNorm
-from kbn.layers import BNLSTMCell
-
-
-def batch_norm_layers(model):
-    """Every kbn `BatchNorm` and `BNLSTMCell` in `model`, nested ones included."""
-    found, stack, seen = [], [model], set()
-    while stack:
-        layer = stack.pop(0)
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, (BatchNorm, BNLSTMCell)):
-            found.append(layer)
-        stack.extend(getattr(layer, "layers", []) or [])
-        cell = getattr(layer, "cell", None)
-        if cell is not None:
-            stack.append(cell)
-        stack.extend(
-            value
-            for value in vars(layer).values()
-            if isinstance(value, keras.layers.Layer) and value is not layer
-        )
-    return found
+from kbn import checks
+from kbn.layers.bn_lstm_cell import BNLSTMCell
+from kbn.layers.traversal import batch_norm_layers
 
 
 def recompute_batch_norm_statistics(
@@ -45,14 +34,18 @@ def recompute_batch_norm_statistics(
 ):
     """Replaces moving statistics by population statistics of `data`.
 
-    Resets every kbn `BatchNorm` of `model` that tracks running statistics,
-    (and every `BNLSTMCell`, per time step), then passes `data` through the
-    model in training mode (batch statistics)
-    and sets each layer's moving mean and variance to the plain average of
-    its batch moments over all batches, the variance made unbiased with
-    `m / (m - 1)` (`unbiased=True`, the paper's choice). No trainable weight
-    changes. The layers' own settings (momentum and so on) are restored
-    afterwards.
+    Passes `data` through the model in training mode (every batch norm
+    normalizes with batch statistics, renorm layers with their corrections,
+    as in training) and sets the moving mean and variance
+    of every kbn `BatchNorm` that tracks running statistics (and of every
+    `BNLSTMCell`, per time step) to the plain average of its batch moments
+    over all batches, each batch variance made unbiased first (`unbiased=
+    True`, the paper's choice: `m / (m - 1)` for the sample variance, `m`
+    the number of values per feature in the batch). A batch that gives a
+    layer a single value per feature does not count for that layer. No
+    trainable weight and no other state changes; a layer with
+    `momentum=None` counts the batches used in `num_batches`, and a renorm
+    layer's `moving_stddev` becomes `sqrt(moving_variance + epsilon)`.
 
     Args:
         model: A built Keras model.
@@ -63,8 +56,19 @@ def recompute_batch_norm_statistics(
         unbiased: Store the unbiased variance.
 
     Returns:
-        The number of batches used.
+        The number of batches passed through the model (a batch with one
+        value per feature for a layer is passed, but does not count for
+        that layer).
+
+    Raises:
+        ValueError: If the model has no such layer, `data` has no batch, or
+            a layer cannot give these statistics (for example `unbiased=True`
+            for a subclass whose `compute_moments` is not the sample
+            variance and which does not override `debias_variance`); the
+            message names the layer.
     """
+    num_batches = checks.check_optional_int(num_batches, "num_batches")
+    batch_size = checks.check_int(batch_size, "batch_size")
     layers = [
         layer
         for layer in batch_norm_layers(model)
@@ -75,68 +79,142 @@ def recompute_batch_norm_statistics(
             "The model has no kbn BatchNorm layer with running statistics. "
             f"Received: model={model.name!r}"
         )
-    if any(getattr(layer, "renorm", False) for layer in layers):
-        raise ValueError(
-            "recompute_batch_norm_statistics does not support renorm=True "
-            "layers (their moving statistics are standard deviations)."
-        )
-    saved = [
-        (layer.momentum, getattr(layer, "unbiased_variance", None), layer.trainable)
+    collectors = [
+        _BNLSTMCellStatistics(layer, unbiased)
+        if isinstance(layer, BNLSTMCell) and not hasattr(layer, "recording_statistics")
+        else _RecordedStatistics(layer, unbiased)
         for layer in layers
     ]
-    position = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
-    try:
-        for layer in layers:
-            # With momentum 0 each pass leaves exactly that batch's moments
-            # in the moving statistics; they are summed here.
-            layer.momentum = 0.0
-            if isinstance(layer, BatchNorm):
-                layer.unbiased_variance = bool(unbiased)
-            layer.trainable = True
-        step = _compiled_training_pass(model)
+    used = 0
+    with contextlib.ExitStack() as stack:
+        record_lists = [stack.enter_context(c.recording()) for c in collectors]
+        step = _compiled_training_pass(model, record_lists)
         trainable = [v.value for v in model.trainable_variables]
         initial = [v.value for v in model.non_trainable_variables]
-        sums = {}
-        used = 0
         for batch in _batches(data, batch_size):
             if num_batches is not None and used >= num_batches:
                 break
-            state = step(trainable, initial, ops.convert_to_tensor(batch))
-            for layer in layers:
-                for variable in _statistics(layer):
-                    value = state[position[id(variable)]]
-                    key = id(variable)
-                    sums[key] = value if key not in sums else sums[key] + value
+            inputs = ops.convert_to_tensor(batch)
+            records, state = step(trainable, initial, inputs)
+            state = dict(zip(map(id, model.non_trainable_variables), state))
+            for collector, layer_records in zip(collectors, records):
+                collector.add(layer_records, state, inputs.shape[0])
             used += 1
-        if used == 0:
-            raise ValueError("Received no batches in data.")
-        for layer in layers:
-            for variable in _statistics(layer):
-                variable.assign(sums[id(variable)] / used)
-        for layer, (momentum, _, _) in zip(layers, saved):
-            if isinstance(layer, BNLSTMCell):
-                layer.num_updates.assign(
-                    np.full(layer.num_updates.shape, used, "float32")
-                )
-            elif momentum is None:
-                layer.num_batches.assign(float(used))
-    finally:
-        for layer, (momentum, unbiased_variance, trainable) in zip(layers, saved):
-            layer.momentum = momentum
-            if isinstance(layer, BatchNorm):
-                layer.unbiased_variance = unbiased_variance
-            layer.trainable = trainable
+    if used == 0:
+        raise ValueError("Received no batches in data.")
+    for collector in collectors:
+        collector.finish()
     return used
 
 
-def _statistics(layer):
-    if isinstance(layer, BNLSTMCell):
-        return [
-            getattr(layer, f"{name}_{part}")
-            for part in "xhc"
-            for name in ("moving_mean", "moving_variance")
-        ]
-    return [layer.moving_mean, layer.moving_variance]
+class _Totals:
+    """Weighted sums of recorded statistics, in float64."""
+
+    def __init__(self):
+        self.sums = {}
+        self.weights = {}
+
+    def add(self, name, value, weight):
+        value = np.asarray(ops.convert_to_numpy(value), "float64")
+        weight = np.asarray(ops.convert_to_numpy(weight), "float64")
+        weighted = np.where(weight > 0, value, 0.0) * weight
+        if name not in self.sums:
+            self.sums[name] = np.zeros_like(weighted)
+            self.weights[name] = np.zeros_like(weight)
+        self.sums[name] = self.sums[name] + weighted
+        self.weights[name] = self.weights[name] + weight
+
+    def averages(self):
+        return {
+            name: self.sums[name] / np.maximum(self.weights[name], 1e-300)
+            for name in self.sums
+        }
+
+
+class _RecordedStatistics:
+    """A layer that implements the recording protocol itself."""
+
+    def __init__(self, layer, unbiased):
+        self.layer = layer
+        self.unbiased = bool(unbiased)
+        self.totals = _Totals()
+
+    def recording(self):
+        return self.layer.recording_statistics(self.unbiased)
+
+    def add(self, records, state, batch_size):
+        for record in records:
+            for name, (value, weight) in record.items():
+                self.totals.add(name, value, weight)
+
+    def finish(self):
+        if not self.totals.sums:
+            raise ValueError(
+                f"{type(self.layer).__name__} layer '{self.layer.name}' was not "
+                "called in training mode by the model, so it recorded no "
+                "statistics. Received: no records"
+            )
+        self.layer.set_population_statistics(
+            self.totals.averages(), self.totals.weights
+        )
+
+
+class _BNLSTMCellStatistics:
+    """Population statistics of `BNLSTMCell`, which predates the protocol.
+
+    The cell updates its per-step statistics inside the recurrence with
+    momentum `min(momentum, n / (n + 1))`; with its momentum set to 0, a
+    pass leaves in row `t` exactly the batch moments of step `t`. They are
+    read from the pass's state and made unbiased with `m / (m - 1)`, `m` the
+    batch size (the cell normalizes over the batch). To be replaced by the
+    cell's own `recording_statistics` and `set_population_statistics`.
+    """
+
+    _NAMES = [
+        f"{name}_{part}"
+        for part in "xhc"
+        for name in ("moving_mean", "moving_variance")
+    ]
+
+    def __init__(self, cell, unbiased):
+        self.cell = cell
+        self.unbiased = bool(unbiased)
+        self.totals = _Totals()
+
+    @contextlib.contextmanager
+    def recording(self):
+        saved = (self.cell.momentum, self.cell.trainable)
+        self.cell.momentum = 0.0
+        self.cell.trainable = True
+        try:
+            yield None
+        finally:
+            self.cell.momentum, self.cell.trainable = saved
+
+    def add(self, records, state, batch_size):
+        before = np.asarray(ops.convert_to_numpy(self.cell.num_updates))
+        after = np.asarray(ops.convert_to_numpy(state[id(self.cell.num_updates)]))
+        weight = ((after > before) & (batch_size > 1)).astype("float64")[:, None]
+        for name in self._NAMES:
+            value = np.asarray(
+                ops.convert_to_numpy(state[id(getattr(self.cell, name))]), "float64"
+            )
+            if self.unbiased and "variance" in name and batch_size > 1:
+                value = value * batch_size / (batch_size - 1)
+            self.totals.add(name, value, weight)
+
+    def finish(self):
+        averages = self.totals.averages()
+        for name in self._NAMES:
+            variable = getattr(self.cell, name)
+            counted = self.totals.weights[name] > 0
+            current = np.asarray(ops.convert_to_numpy(variable), "float64")
+            variable.assign(np.where(counted, averages[name], current))
+        counts = self.totals.weights[self._NAMES[0]][:, 0]
+        num_updates = np.asarray(ops.convert_to_numpy(self.cell.num_updates))
+        self.cell.num_updates.assign(
+            np.where(counts > 0, counts, num_updates).astype(num_updates.dtype)
+        )
 
 
 def _batches(data, batch_size):
@@ -150,12 +228,22 @@ def _batches(data, batch_size):
         yield batch
 
 
-def _compiled_training_pass(model):
+def _compiled_training_pass(model, record_lists):
+    """A compiled training-mode pass returning the layers' records and state.
+
+    The layers append their records while the pass is traced; the compiled
+    function returns them as outputs.
+    """
+
     def step(trainable, non_trainable, inputs):
+        for records in record_lists:
+            if records is not None:
+                records.clear()
         _, non_trainable = model.stateless_call(
             trainable, non_trainable, inputs, training=True
         )
-        return non_trainable
+        records = [[] if r is None else list(r) for r in record_lists]
+        return records, non_trainable
 
     backend = keras.backend.backend()
     if backend == "jax":

@@ -207,16 +207,19 @@ def test_mask_of_wrong_rank_is_rejected(rng):
         BatchNorm()(x, training=True, mask=np.ones((4, 6, 3), bool))
 
 
-def test_masking_propagates_in_a_model():
+def test_masking_propagates_in_a_model(rng):
+    """A Keras mask reaches the layer: padded steps leave the moments alone."""
     inputs = keras.Input((None, 3))
     h = keras.layers.Masking(0.0)(inputs)
-    h = BatchNorm()(h)
+    h = BatchNorm(momentum=0.0, name="bn")(h)
     outputs = keras.layers.LSTM(2)(h)
     model = keras.Model(inputs, outputs)
-    assert model.layers[2].supports_masking
     x = np.zeros((2, 5, 3), "float32")
-    x[:, :3] = 1.0
-    assert model(x).shape == (2, 2)
+    x[:, :3] = rng.normal(4.0, 1.0, size=(2, 3, 3))
+    assert model(x, training=True).shape == (2, 2)
+    reference.assert_close(
+        model.get_layer("bn").moving_mean, x[:, :3].reshape(-1, 3).mean(0), 10.0
+    )
 
 
 def test_float16_inputs_are_normalized_in_float32(rng):

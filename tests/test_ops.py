@@ -73,3 +73,24 @@ def test_fold_into_affine_equals_normalize(rng):
         reference.batch_norm(x, mean, var, gamma, beta, 1e-3),
         10.0,
     )
+
+
+def test_masked_mean_and_count(rng):
+    x = rng.normal(size=(3, 5, 2)).astype("float32")
+    mask = rng.uniform(size=(3, 5, 1)) > 0.4
+    mask[0, 0] = True
+    kept = x[np.broadcast_to(mask, x.shape)].reshape(-1, 2)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(bn_ops.masked_mean(x, [0, 1], mask)),
+        kept.mean(axis=0),
+        atol=1e-6,
+    )
+    counted = ops.convert_to_numpy(bn_ops.count(x, [0, 1], mask))
+    np.testing.assert_array_equal(counted, [len(kept)])
+    # The mask broadcasts along axis 2 of a (3, 5, 1) mask over (3, 5, 4).
+    wide = np.ones((3, 5, 4), "float32")
+    assert float(ops.convert_to_numpy(bn_ops.count(wide, [1, 2], mask))[0]) == (
+        4 * mask[0].sum()
+    )
+    assert bn_ops.count(x, [0, 1]) == 15
+    assert bn_ops.masked_mean(x, [0], keepdims=True).shape == (1, 5, 2)

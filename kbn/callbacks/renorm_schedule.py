@@ -1,4 +1,6 @@
+from kbn import checks
 from kbn.callbacks.global_step import GlobalStepCallback
+from kbn.layers.traversal import batch_norm_layers
 
 
 class RenormClippingSchedule(GlobalStepCallback):
@@ -31,20 +33,15 @@ class RenormClippingSchedule(GlobalStepCallback):
         dmax_batches=25_000,
     ):
         super().__init__()
-        for name, end in (
-            ("rmax_batches", rmax_batches),
-            ("dmax_batches", dmax_batches),
-        ):
-            if not end > warmup_batches:
-                raise ValueError(
-                    f"Invalid value for argument {name}. Expected more than "
-                    f"warmup_batches={warmup_batches}. Received: {name}={end!r}"
-                )
-        self.rmax = tuple(float(v) for v in rmax)
-        self.dmax = tuple(float(v) for v in dmax)
-        self.warmup_batches = int(warmup_batches)
-        self.rmax_batches = int(rmax_batches)
-        self.dmax_batches = int(dmax_batches)
+        self.rmax = _check_pair(rmax, "rmax")
+        self.dmax = _check_pair(dmax, "dmax")
+        self.warmup_batches = checks.check_int(warmup_batches, "warmup_batches", 0)
+        self.rmax_batches = checks.check_int(
+            rmax_batches, "rmax_batches", self.warmup_batches + 1
+        )
+        self.dmax_batches = checks.check_int(
+            dmax_batches, "dmax_batches", self.warmup_batches + 1
+        )
 
     def values(self, step):
         """`(rmax, dmax)` at global step `step`."""
@@ -55,10 +52,10 @@ class RenormClippingSchedule(GlobalStepCallback):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        from kbn.population import batch_norm_layers
-
         self._layers = [
-            layer for layer in batch_norm_layers(self._model) if layer.renorm
+            layer
+            for layer in batch_norm_layers(self._model)
+            if getattr(layer, "renorm", False)
         ]
         if not self._layers:
             raise ValueError(
@@ -88,3 +85,10 @@ def _ramp(step, start_step, end_step, start, end):
     if step >= end_step:
         return end
     return start + (end - start) * (step - start_step) / (end_step - start_step)
+
+
+def _check_pair(value, name):
+    """`(start, end)`, two finite floats."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        checks.fail(name, value, "a (start, end) pair of floats", TypeError)
+    return tuple(checks.check_float(v, name) for v in value)

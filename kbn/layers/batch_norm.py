@@ -1,13 +1,15 @@
+import contextlib
 import math
-import numbers
 import warnings
 
 import keras
+import numpy as np
 from keras import constraints
 from keras import initializers
 from keras import ops
 from keras import regularizers
 
+from kbn import checks
 from kbn import ops as bn_ops
 
 _RENORM_KEYS = ("rmax", "rmin", "dmax")
@@ -33,15 +35,6 @@ class BatchNorm(keras.layers.Layer):
     callback can schedule, and folding into the preceding layer
     (`kbn.fold_batch_norm`).
 
-    Each step is a method of its own, so a subclass changes one of them
-    without copying `call`:
-
-    - `compute_moments(inputs, mask)`: the batch statistics in training;
-    - `update_moving_statistics(mean, variance)`: the state update;
-    - `normalize(inputs, mean, variance, gamma, beta)`: the normalization.
-
-    The arithmetic lives in the pure functions of `kbn.ops`.
-
     **Training and inference.** The layer uses batch statistics when it is
     called with `training=True` (as `fit()` does) *and* `trainable` is
     `True`. Otherwise, including `training=None`, it uses the moving
@@ -55,6 +48,56 @@ class BatchNorm(keras.layers.Layer):
     batch `(batch, height, width, channels)` one mean per feature map over
     batch, height and width. Use `axis=1` after a channels-first
     convolution. A list of axes keeps one statistic per combination of them.
+
+    **Batches with one value per feature.** A training batch that gives a
+    feature a single value (a batch of one example, a ghost batch of one,
+    one unmasked position, or a fully masked batch) has no spread. The layer
+    normalizes it with its batch statistics all the same (every output
+    equals `beta`; outputs at masked positions carry no meaning) but leaves
+    its moving statistics, and every other state (the `momentum=None`
+    counter, renorm's statistics, a subclass's own), unchanged: inference
+    afterwards is what it was before. When the shapes show it, the layer
+    warns once; under a mask the count exists only at run time, and the
+    update is undone by a traced `where`, so compiled steps (`jit`,
+    `tf.function`) keep working. (PyTorch raises a `ValueError` instead,
+    which a compiled step cannot do for a count known at run time only.)
+
+    **Numerics.** The layer computes in the wider of the input dtype and
+    float32: float64 stays float64 (on JAX with `jax_enable_x64`), and
+    float16 and bfloat16 inputs are normalized in float32. In training it
+    subtracts from the inputs the first value of each feature
+    (`kbn.ops.feature_shift`, a no-op in exact arithmetic) before the two
+    passes of the moments and the normalization, and in inference it
+    subtracts the moving mean first, so that the float32 error of outputs
+    and gradients does not grow with |mean| / spread. This is the layer's
+    own maths: an overridden `compute_moments` or `normalize` sees the
+    inputs as they are (`kbn.ops.moments` shifts internally).
+
+    **Subclassing.** Each step of the maths is a method of its own, which a
+    subclass overrides without copying `call` (`docs/subclassing.md` has a
+    guide and three tested examples):
+
+    - `compute_moments(inputs, axes, mask)`: the batch mean and variance;
+    - `normalize(inputs, mean, variance, gamma, beta)`: the normalization;
+    - `update_moving_statistics(mean, variance, momentum)`: the moving
+      statistics after a training batch;
+    - `update_renorm_statistics(mean, variance)`: the statistics batch
+      renormalization corrects towards;
+    - `debias_variance(variance, count)`: the unbiased variance estimate
+      (`unbiased_variance=True`, population statistics);
+    - `inference_affine()`: the inference map as a per-feature scale and
+      offset, which `kbn.fold_batch_norm` reads.
+
+    `call` does the bookkeeping around them (dtypes, virtual batches, masks,
+    the `momentum=None` counter, renorm's corrections, skipping batches with
+    one value per feature), so an override is right under every option that applies.
+    Where it cannot be, the layer refuses the combination with a
+    `ValueError` when it is built: an overridden `compute_moments` with
+    `unbiased_variance=True` (unless `debias_variance` is overridden too) or
+    with `synchronized=True` on TensorFlow, and an overridden `normalize`
+    with `renorm=True`. A method counts as overridden when a subclass
+    defines it, even if it calls `super()`. The arithmetic lives in the pure
+    functions of `kbn.ops`.
 
     Args:
         axis: Integer or list of integers, the feature axes (not reduced).
@@ -94,9 +137,9 @@ class BatchNorm(keras.layers.Layer):
             towards.
         unbiased_variance: If `True`, the moving variance averages the
             unbiased batch variance `m / (m - 1) * variance`, with `m` the
-            number of values per feature in the batch, as the paper's
-            inference statistics and PyTorch do. Normalization in training
-            always uses the biased batch variance.
+            number of values per feature in the batch (per virtual batch),
+            as the paper's inference statistics and PyTorch do.
+            Normalization in training always uses the biased batch variance.
         track_running_stats: If `False`, no moving statistics are kept and
             batch statistics are used in training and inference alike.
         synchronized: If `True`, under a `tf.distribute` strategy the batch
@@ -115,8 +158,8 @@ class BatchNorm(keras.layers.Layer):
             positions do not count in the batch statistics.
 
     Returns:
-        A tensor of the shape of `inputs`, in the layer's compute dtype.
-        Float16 and bfloat16 inputs are normalized in float32.
+        A tensor of the shape of `inputs`, in the layer's compute dtype
+        (computed in float32, or float64 for float64 inputs).
 
     References:
 
@@ -157,9 +200,11 @@ class BatchNorm(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.axis = _validate_axis(axis)
-        self.momentum = _validate_momentum(momentum, "momentum", allow_none=True)
-        self.epsilon = _validate_epsilon(epsilon)
+        self.axis = _check_axis(axis)
+        self.momentum = (
+            None if momentum is None else checks.check_float(momentum, "momentum", 0, 1)
+        )
+        self.epsilon = checks.check_float(epsilon, "epsilon", positive=True)
         self.center = bool(center)
         self.scale = bool(scale)
         self.beta_initializer = initializers.get(beta_initializer)
@@ -170,27 +215,40 @@ class BatchNorm(keras.layers.Layer):
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
-        self.virtual_batch_size = _validate_virtual_batch_size(virtual_batch_size)
+        self.virtual_batch_size = checks.check_optional_int(
+            virtual_batch_size, "virtual_batch_size"
+        )
         self.renorm = bool(renorm)
-        self.renorm_clipping = _validate_renorm_clipping(renorm_clipping, renorm)
-        self.renorm_momentum = _validate_momentum(renorm_momentum, "renorm_momentum")
+        self.renorm_clipping = _check_renorm_clipping(renorm_clipping, self.renorm)
+        self.renorm_momentum = checks.check_float(
+            renorm_momentum, "renorm_momentum", 0, 1
+        )
         self.unbiased_variance = bool(unbiased_variance)
         self.track_running_stats = bool(track_running_stats)
         self.synchronized = bool(synchronized)
-        if self.renorm and (self.momentum is None or not self.track_running_stats):
-            raise ValueError(
-                "renorm=True corrects towards moving statistics: it needs "
-                "track_running_stats=True and a float momentum. Received: "
-                f"momentum={momentum!r}, track_running_stats={track_running_stats!r}"
+        if self.renorm and self.momentum is None:
+            checks.fail(
+                "momentum",
+                momentum,
+                "a float with renorm=True (renorm corrects towards moving averages)",
+            )
+        if self.renorm and not self.track_running_stats:
+            checks.fail(
+                "track_running_stats",
+                track_running_stats,
+                "True with renorm=True (renorm corrects towards moving averages)",
             )
         if self.synchronized and keras.backend.backend() not in ("tensorflow", "jax"):
-            raise ValueError(
-                "synchronized=True needs the TensorFlow backend (tf.distribute) "
-                "or JAX (global arrays). Received: synchronized=True on backend "
-                f"{keras.backend.backend()!r}"
+            checks.fail(
+                "synchronized",
+                synchronized,
+                "False on backend "
+                f"{keras.backend.backend()!r} (synchronized=True needs "
+                "TensorFlow's tf.distribute or JAX's global arrays)",
             )
         self.supports_masking = True
         self._warned_single_value = False
+        self._recording = None
 
         self.gamma = None
         self.beta = None
@@ -203,10 +261,19 @@ class BatchNorm(keras.layers.Layer):
         self._feature_axes = _resolve_axes(self.axis, rank, input_shape)
         self._reduction_axes = [i for i in range(rank) if i not in self._feature_axes]
         if self.virtual_batch_size is not None and 0 in self._feature_axes:
-            raise ValueError(
-                "virtual_batch_size splits the batch axis 0, which cannot be a "
-                f"feature axis. Received: axis={self.axis!r}"
+            checks.fail(
+                "axis",
+                self.axis,
+                "feature axes other than the batch axis 0, which "
+                "virtual_batch_size splits",
             )
+        self._check_hooks()
+        self._own_normalize = not (
+            self._overrides("normalize") or self._overrides("call")
+        )
+        self._own_moments = not self._overrides("compute_moments") and not (
+            self.synchronized and keras.backend.backend() == "tensorflow"
+        )
         shape = tuple(input_shape[i] for i in self._feature_axes)
         self._broadcast_shape = [
             input_shape[i] if i in self._feature_axes else 1 for i in range(rank)
@@ -280,7 +347,11 @@ class BatchNorm(keras.layers.Layer):
 
     @property
     def reduction_axes(self):
-        """Axes the batch statistics reduce over (after `build`)."""
+        """Axes the batch statistics reduce over (after `build`).
+
+        With `virtual_batch_size`, `compute_moments` receives the inputs
+        split into virtual batches and the axes to reduce for them.
+        """
         return list(self._reduction_axes)
 
     def call(self, inputs, training=None, mask=None):
@@ -290,109 +361,359 @@ class BatchNorm(keras.layers.Layer):
                 "dimension fewer than the inputs. Received: "
                 f"mask.shape={mask.shape}, inputs.shape={inputs.shape}"
             )
-        # Half-precision statistics overflow easily: compute in float32.
-        dtype = keras.backend.result_type(inputs.dtype, "float32")
+        dtype = _computation_dtype(inputs.dtype)
         inputs = ops.cast(inputs, dtype)
         gamma = None if self.gamma is None else ops.cast(self.gamma, dtype)
         beta = None if self.beta is None else ops.cast(self.beta, dtype)
-        learning = bool(training) and self.trainable
+        recording = self._recording is not None
+        learning = bool(training) and (self.trainable or recording)
         if not learning and self.track_running_stats:
             mean = ops.cast(self.moving_mean, dtype)
             variance = ops.cast(self.moving_variance, dtype)
-            outputs = self.normalize(inputs, mean, variance, gamma, beta)
+            if self._own_normalize:
+                # `(x - mean) * scale + beta`: subtracting first keeps the
+                # float32 error independent of |mean| / spread.
+                inputs = inputs - self._broadcast(mean, inputs)
+                mean = ops.zeros_like(mean)
+            outputs = self._normalize(inputs, mean, variance, gamma, beta)
             return ops.cast(outputs, self.compute_dtype)
 
         shape = ops.shape(inputs)
+        if mask is not None:
+            mask = ops.expand_dims(ops.cast(mask, "bool"), axis=-1)
         if self.virtual_batch_size is not None:
             inputs, mask = self._split_virtual_batches(inputs, mask)
-        self._warn_if_single_value(inputs)
-        mean, variance = self.compute_moments(inputs, mask=mask)
+        axes = self._moment_axes(inputs)
+        count = bn_ops.count(inputs, axes, mask)
+        self._warn_if_single_value(count)
+        if self._own_normalize and self._own_moments:
+            # The layer's own maths, about a value near the data: the inputs
+            # and the mean are shifted alike, and the normalization is the
+            # same, with a float32 error independent of |mean| / spread.
+            shift = bn_ops.feature_shift(inputs, axes, mask)
+            inputs = inputs - shift
+            mean, variance = bn_ops.two_pass_moments(inputs, axes, mask)
+            batch_mean = mean + ops.squeeze(shift, axis=axes)
+        else:
+            mean, variance = self.compute_moments(inputs, axes, mask=mask)
+            batch_mean = mean
         if learning and self.track_running_stats:
-            batch_mean, batch_variance = mean, variance
-            if self.virtual_batch_size is not None:
-                batch_mean = ops.mean(mean, axis=0)
-                batch_variance = ops.mean(variance, axis=0)
-            if self.unbiased_variance:
-                count = self._values_per_feature(inputs, mask)
-                batch_variance = batch_variance * count / ops.maximum(count - 1.0, 1.0)
+            enough = self._enough_values(inputs, axes, mask, count)
             if self.renorm:
-                gamma, beta = self._renormalized_affine(mean, variance, gamma, beta)
-            self.update_moving_statistics(batch_mean, batch_variance)
-        outputs = self.normalize(inputs, mean, variance, gamma, beta)
+                gamma, beta = self._renormalized_affine(
+                    batch_mean, variance, gamma, beta
+                )
+            batch_mean, batch_variance = self._moments_to_average(
+                batch_mean, variance, count
+            )
+            if recording:
+                self._record(batch_mean, batch_variance, enough)
+            else:
+                self._update_state(batch_mean, batch_variance, enough)
+        outputs = self._normalize(inputs, mean, variance, gamma, beta)
         if self.virtual_batch_size is not None:
             outputs = ops.reshape(outputs, shape)
         return ops.cast(outputs, self.compute_dtype)
 
-    def compute_moments(self, inputs, mask=None):
+    # --- Hooks -----------------------------------------------------------
+
+    def compute_moments(self, inputs, axes, mask=None):
         """Batch mean and variance, one value per feature.
 
-        Override to change the estimator of the batch statistics.
+        Override to change the estimator of the batch statistics. The
+        variance must be the layer's notion of spread: training normalizes
+        by `sqrt(variance + epsilon)`, and the moving variance averages it.
 
         Args:
-            inputs: The float32 (or wider) input tensor; with
-                `virtual_batch_size`, reshaped to `(virtual batches,
-                virtual_batch_size, ...)`.
-            mask: Optional boolean mask with one dimension fewer than
-                `inputs`.
+            inputs: The input tensor, float32 or wider. With
+                `virtual_batch_size` it arrives split into virtual batches,
+                `(virtual batches, virtual_batch_size, ...)`.
+            axes: List of ints, the axes of `inputs` to reduce (with
+                virtual batches, every reduction axis but the axis of the
+                virtual batches).
+            mask: `None`, or a boolean tensor of the rank of `inputs` that
+                broadcasts against it; only positions where it is `True`
+                count. `kbn.ops.masked_mean` and `kbn.ops.moments` honour
+                it in one call.
 
         Returns:
-            A tuple `(mean, variance)` shaped like the moving statistics
-            (with a leading axis of one row per virtual batch when
-            `virtual_batch_size` is set).
+            A tuple `(mean, variance)` of tensors with the `axes` removed:
+            shaped like the moving statistics, with a leading axis of one
+            row per virtual batch when `virtual_batch_size` is set.
         """
-        axes = self._reduction_axes_of(inputs)
-        if mask is not None:
-            if self.synchronized:
-                raise ValueError(
-                    "BatchNorm(synchronized=True) does not support masks. "
-                    f"Received: mask.shape={mask.shape}"
-                )
-            mask = ops.expand_dims(mask, axis=-1)
-            return bn_ops.moments(inputs, axes, mask=mask)
         if self.synchronized and keras.backend.backend() == "tensorflow":
+            if mask is not None:
+                raise ValueError(
+                    f"{type(self).__name__} layer '{self.name}' with "
+                    "synchronized=True does not support masks. Received: "
+                    f"mask.shape={mask.shape}"
+                )
             return ops.moments(inputs, axes=axes, synchronized=True)
-        return bn_ops.moments(inputs, axes)
-
-    def update_moving_statistics(self, mean, variance):
-        """Updates the moving statistics with one batch's moments.
-
-        Called in training only, with the batch moments (averaged over
-        virtual batches, and unbiased if `unbiased_variance`).
-        """
-        if self.renorm:
-            self._update_renorm_statistics(mean, variance)
-            return
-        if self.momentum is None:
-            count = ops.cast(self.num_batches, mean.dtype) + 1.0
-            self.num_batches.assign(count)
-            # The cumulative average: moving += (batch - moving) / count.
-            momentum = 1.0 - 1.0 / count
-        else:
-            momentum = self.momentum
-        for moving, value in (
-            (self.moving_mean, mean),
-            (self.moving_variance, variance),
-        ):
-            moving.assign(
-                bn_ops.moving_average(ops.cast(moving, value.dtype), value, momentum)
-            )
+        return bn_ops.moments(inputs, axes, mask=mask)
 
     def normalize(self, inputs, mean, variance, gamma, beta):
         """Returns `(inputs - mean) / sqrt(variance + epsilon) * gamma + beta`.
 
-        `mean`, `variance`, `gamma` and `beta` are per feature (`gamma` and
-        `beta` may be `None`); `broadcast` reshapes them against `inputs`.
+        Override to change the normalization, in training and inference.
+        Every argument broadcasts against `inputs` already (with virtual
+        batches, `mean` and `variance` hold one row per virtual batch), so
+        an override is plain arithmetic.
+
+        Args:
+            inputs: The input tensor, float32 or wider; split into virtual
+                batches in training with `virtual_batch_size`.
+            mean, variance: The batch moments in training, the moving
+                statistics in inference.
+            gamma, beta: The scale and offset, or `None` when `scale` or
+                `center` is off. (With `renorm=True`, renorm's corrections
+                are folded into them.)
         """
-        return bn_ops.normalize(
-            inputs,
-            self.broadcast(mean, inputs),
-            self.broadcast(variance, inputs),
-            gamma=self.broadcast(gamma, inputs),
-            beta=self.broadcast(beta, inputs),
-            epsilon=self.epsilon,
+        return bn_ops.normalize(inputs, mean, variance, gamma, beta, self.epsilon)
+
+    def update_moving_statistics(self, mean, variance, momentum):
+        """Updates the moving statistics with one training batch's moments.
+
+        Override to change how the moving statistics follow the batches.
+        The layer calls it in training only, and not for a batch that gives
+        a feature a single value. Renorm's own statistics have a hook of
+        their own (`update_renorm_statistics`), called whether this method
+        is overridden or not.
+
+        Args:
+            mean, variance: Per-feature batch moments, averaged over the
+                virtual batches, the variance unbiased by `debias_variance`
+                if `unbiased_variance`.
+            momentum: Scalar tensor, the momentum to use for this batch:
+                the layer's `momentum`, or with `momentum=None` the
+                cumulative average's `1 - 1 / n` for the `n`-th batch (the
+                layer counts `n` in `num_batches` itself).
+
+        With `renorm=True` the default also keeps `moving_stddev`, which
+        Keras's renormalization averages instead of the variance; after an
+        overridden update the layer sets it to `sqrt(moving_variance +
+        epsilon)`.
+        """
+        moving_mean = ops.cast(self.moving_mean, mean.dtype)
+        self.moving_mean.assign(bn_ops.moving_average(moving_mean, mean, momentum))
+        if self.renorm:
+            # As in Keras: renormalization averages the standard deviation
+            # and derives the variance from it.
+            stddev = bn_ops.moving_average(
+                ops.cast(self.moving_stddev, mean.dtype),
+                ops.sqrt(variance + self.epsilon),
+                momentum,
+            )
+            self.moving_stddev.assign(stddev)
+            self.moving_variance.assign(ops.relu(stddev * stddev - self.epsilon))
+            return
+        moving_variance = ops.cast(self.moving_variance, variance.dtype)
+        self.moving_variance.assign(
+            bn_ops.moving_average(moving_variance, variance, momentum)
         )
 
-    def broadcast(self, tensor, inputs):
+    def update_renorm_statistics(self, mean, variance):
+        """Updates the statistics that batch renormalization corrects towards.
+
+        Called in training with `renorm=True`, with the same moments as
+        `update_moving_statistics`. The default averages the mean and the
+        standard deviation `sqrt(variance + epsilon)` with
+        `renorm_momentum`, as Keras does.
+        """
+        for moving, value in (
+            (self.renorm_mean, mean),
+            (self.renorm_stddev, ops.sqrt(variance + self.epsilon)),
+        ):
+            moving.assign(
+                bn_ops.moving_average(
+                    ops.cast(moving, value.dtype), value, self.renorm_momentum
+                )
+            )
+
+    def debias_variance(self, variance, count):
+        """The unbiased population variance from a batch variance.
+
+        Bessel's correction `variance * count / (count - 1)`, right for the
+        sample variance that the default `compute_moments` returns. Used
+        with `unbiased_variance=True` and by
+        `kbn.recompute_batch_norm_statistics(unbiased=True)`. A subclass
+        that overrides `compute_moments` must override this too before
+        either accepts it (return `super().debias_variance(...)` if its
+        estimator is the sample variance too).
+
+        Args:
+            variance: Batch variance, one row per virtual batch with
+                `virtual_batch_size`.
+            count: The number of values behind each variance (`m`): an int,
+                or a tensor that broadcasts against `variance` (with masks).
+        """
+        count = ops.cast(count, variance.dtype)
+        return variance * count / ops.maximum(count - 1.0, 1.0)
+
+    def inference_affine(self):
+        """The layer's inference map as `outputs = inputs * scale + offset`.
+
+        `kbn.fold_batch_norm` reads it to fold the layer into the preceding
+        `Dense` or convolution. The default derives it in closed form from
+        the moving statistics (`kbn.ops.fold_into_affine`). When a subclass
+        overrides `normalize` (or `call`), the default instead evaluates the
+        layer in inference on probe inputs: two points per feature give the
+        scale and offset, and random points check that the map is affine per
+        feature, else a `ValueError` names the layer. Override this method
+        to give an exact closed form for a subclass.
+
+        Returns:
+            A tuple `(scale, offset)` of per-feature tensors shaped like the
+            moving statistics.
+
+        Raises:
+            ValueError: If the layer is not built, has no moving statistics
+                (`track_running_stats=False`: its inference output depends
+                on the batch, so it has no such map), or its inference map is
+                not affine per feature.
+        """
+        self._require_moving_statistics("inference_affine()")
+        if self._overrides("normalize") or self._overrides("call"):
+            return self._probed_affine()
+        dtype = self.moving_mean.dtype
+        return bn_ops.fold_into_affine(
+            ops.cast(self.moving_mean, dtype),
+            ops.cast(self.moving_variance, dtype),
+            None if self.gamma is None else ops.cast(self.gamma, dtype),
+            None if self.beta is None else ops.cast(self.beta, dtype),
+            self.epsilon,
+        )
+
+    # --- Population statistics (kbn.recompute_batch_norm_statistics) ------
+
+    @contextlib.contextmanager
+    def recording_statistics(self, unbiased=True):
+        """Records batch statistics instead of updating the moving ones.
+
+        The protocol of `kbn.recompute_batch_norm_statistics`. Inside the
+        context, a call with `training=True` (even on a frozen layer)
+        normalizes with batch statistics as in training but changes no
+        state; it appends to the yielded list one record, a dict
+        `{"moving_mean": (mean, weight), "moving_variance": (variance,
+        weight)}`: the batch moments from `compute_moments` (averaged over
+        virtual batches, the variance passed through `debias_variance` if
+        `unbiased`), and a scalar weight, 1 or 0 for a batch that gives a
+        feature a single value (it does not count).
+
+        Raises:
+            ValueError: If the layer has no moving statistics, or `unbiased`
+                is asked of an overridden `compute_moments` without a
+                `debias_variance` of its own.
+        """
+        self._require_moving_statistics("recording_statistics()")
+        if unbiased and self._overrides("compute_moments"):
+            if not self._overrides("debias_variance"):
+                raise ValueError(
+                    f"{type(self).__name__} layer '{self.name}' overrides "
+                    "compute_moments, so Bessel's correction m / (m - 1), "
+                    "which unbiases the sample variance only, may not "
+                    "unbias its variance. Override debias_variance(variance, "
+                    "count) with your estimator's correction, or recompute "
+                    "the statistics with unbiased=False. Received: "
+                    "unbiased=True"
+                )
+        recording = _Recording(bool(unbiased))
+        self._recording = recording
+        try:
+            yield recording.records
+        finally:
+            self._recording = None
+
+    def set_population_statistics(self, statistics, counts):
+        """Sets the moving statistics to population statistics.
+
+        Args:
+            statistics: Dict from the names of `recording_statistics`'s
+                records to the weighted averages of their values over the
+                recorded batches (NumPy arrays).
+            counts: Dict from the same names to the total weights (the
+                number of batches that counted).
+        """
+        batches = float(np.max(counts["moving_mean"]))
+        if batches == 0:
+            raise ValueError(
+                f"{type(self).__name__} layer '{self.name}' saw no batch with "
+                "more than one value per feature, so it has no population "
+                "statistics. Received: no batch that counts"
+            )
+        variance = np.asarray(statistics["moving_variance"])
+        self.moving_mean.assign(statistics["moving_mean"])
+        self.moving_variance.assign(variance)
+        if self.renorm:
+            self.moving_stddev.assign(np.sqrt(variance + self.epsilon))
+        if self.momentum is None:
+            self.num_batches.assign(batches)
+
+    # --- Bookkeeping -----------------------------------------------------
+
+    def _check_hooks(self):
+        """Refuses the options an overridden hook would get wrong."""
+        if self._overrides("compute_moments"):
+            if self.unbiased_variance and not self._overrides("debias_variance"):
+                self._refuse(
+                    "compute_moments",
+                    "unbiased_variance=True",
+                    "multiplies the variance by Bessel's correction m / (m - 1), "
+                    "which unbiases the sample variance only",
+                    "Override debias_variance(variance, count) with your "
+                    "estimator's correction, or use unbiased_variance=False",
+                )
+            if self.synchronized and keras.backend.backend() == "tensorflow":
+                self._refuse(
+                    "compute_moments",
+                    "synchronized=True",
+                    "all-reduces the sample moments across tf.distribute "
+                    "replicas and cannot all-reduce another estimator",
+                    "Use synchronized=False (and all-reduce inside your "
+                    "compute_moments if you need global statistics)",
+                )
+        if self._overrides("normalize") and self.renorm:
+            self._refuse(
+                "normalize",
+                "renorm=True",
+                "folds its corrections r and d into gamma and beta, which is "
+                "right for the standard normalization only",
+                "Use renorm=False, or leave normalize alone",
+            )
+
+    def _refuse(self, hook, option, reason, advice):
+        raise ValueError(
+            f"{type(self).__name__} layer '{self.name}' overrides {hook}, and "
+            f"{option} {reason}. {advice}. Received: {option}"
+        )
+
+    def _overrides(self, method):
+        return getattr(type(self), method) is not getattr(BatchNorm, method)
+
+    def _require_moving_statistics(self, what):
+        if not self.built:
+            raise ValueError(
+                f"{type(self).__name__} layer '{self.name}' is not built: "
+                f"call it on data or build it before {what}. Received: an "
+                "unbuilt layer"
+            )
+        if not self.track_running_stats:
+            raise ValueError(
+                f"{type(self).__name__} layer '{self.name}' keeps no moving "
+                "statistics: it normalizes every batch with its own "
+                f"statistics, so {what} has nothing to work on. Received: "
+                "track_running_stats=False"
+            )
+
+    def _normalize(self, inputs, mean, variance, gamma, beta):
+        return self.normalize(
+            inputs,
+            self._broadcast(mean, inputs),
+            self._broadcast(variance, inputs),
+            self._broadcast(gamma, inputs),
+            self._broadcast(beta, inputs),
+        )
+
+    def _broadcast(self, tensor, inputs):
         """Reshapes a per-feature tensor so that it broadcasts to `inputs`.
 
         A tensor with one row per virtual batch broadcasts to inputs split
@@ -400,61 +721,164 @@ class BatchNorm(keras.layers.Layer):
         """
         if tensor is None:
             return None
-        tensor = ops.cast(tensor, inputs.dtype)
-        base = self._broadcast_shape
+        shape = list(self._broadcast_shape)
         if len(inputs.shape) == self._rank + 1:  # split into virtual batches
             rows = len(tensor.shape) == len(self._feature_axes) + 1
-            return ops.reshape(tensor, [-1 if rows else 1, *base])
-        if self._feature_axes == [self._rank - 1]:
-            return tensor
-        return ops.reshape(tensor, base)
+            shape = [-1 if rows else 1, *shape]
+        elif self._feature_axes == [self._rank - 1]:
+            return tensor  # broadcasts as it is
+        return ops.reshape(tensor, shape)
 
-    def _reduction_axes_of(self, inputs):
+    def broadcast(self, tensor, inputs):
+        """Deprecated: `normalize` now receives broadcast tensors.
+
+        Kept so that a `normalize` written for the earlier hooks (which
+        broadcast per-feature tensors itself) still runs: a tensor of the
+        rank of `inputs` is returned as it is.
+        """
+        if tensor is None or len(tensor.shape) == len(inputs.shape):
+            return tensor
+        return self._broadcast(tensor, inputs)
+
+    def _moment_axes(self, inputs):
         if len(inputs.shape) == self._rank + 1:  # split into virtual batches
             return [1] + [a + 1 for a in self._reduction_axes if a != 0]
-        return self._reduction_axes
+        return list(self._reduction_axes)
 
     def _split_virtual_batches(self, inputs, mask):
         size = self.virtual_batch_size
         batch = inputs.shape[0]
         if batch is not None and batch % size:
             raise ValueError(
-                f"BatchNorm '{self.name}': the batch size must be a multiple "
-                f"of virtual_batch_size={size}. Received: batch size {batch}"
+                f"{type(self).__name__} layer '{self.name}': the batch size "
+                f"must be a multiple of virtual_batch_size={size}. Received: "
+                f"batch size {batch}"
             )
         inputs = ops.reshape(inputs, (-1, size, *inputs.shape[1:]))
         if mask is not None:
             mask = ops.reshape(mask, (-1, size, *mask.shape[1:]))
         return inputs, mask
 
-    def _values_per_feature(self, inputs, mask):
-        """`m`, the number of values behind each feature's batch statistic."""
-        axes = self._reduction_axes_of(inputs)
-        if mask is not None:
-            count = ops.sum(ops.cast(mask, inputs.dtype))
-            if len(inputs.shape) == self._rank + 1:
-                count = count / ops.cast(ops.shape(inputs)[0], inputs.dtype)
-            return count
-        shape = ops.shape(inputs)
-        count = 1
-        for axis in axes:
-            count = count * shape[axis]
-        return ops.cast(count, inputs.dtype)
+    def _moments_to_average(self, mean, variance, count):
+        """The batch moments that the moving statistics average."""
+        unbiased = (
+            self._recording.unbiased
+            if self._recording is not None
+            else self.unbiased_variance
+        )
+        if unbiased:
+            variance = self.debias_variance(variance, count)
+        if self.virtual_batch_size is not None:
+            mean = bn_ops.masked_mean(mean, [0])
+            variance = bn_ops.masked_mean(variance, [0])
+        return mean, variance
 
-    def _warn_if_single_value(self, inputs):
-        if self._warned_single_value:
+    def _update_state(self, mean, variance, enough):
+        """Calls the update hooks with one batch's moments.
+
+        A batch without more than one value per feature (`enough` false)
+        changes no state: statically known, the hooks are not called;
+        known at run time only (masks, an unknown batch size), every
+        non-trainable variable of the layer (counters, renorm statistics, a
+        subclass's own state) is set back by a traced `where`.
+        """
+        if enough is False:
             return
-        axes = self._reduction_axes_of(inputs)
-        sizes = [inputs.shape[a] for a in axes]
-        if sizes and all(s is not None for s in sizes) and math.prod(sizes) == 1:
-            self._warned_single_value = True
-            warnings.warn(
-                f"BatchNorm layer '{self.name}' normalizes a training batch with "
-                "one value per feature: its variance is 0, so every output "
-                "equals beta whatever the input. Use batches of more than one "
-                "example, or call the layer with training=False.",
-                stacklevel=2,
+        saved = None
+        if enough is not True:
+            # `copy` takes a snapshot (converting a TensorFlow variable
+            # gives the variable itself).
+            saved = [(v, ops.copy(v)) for v in self.non_trainable_variables]
+        momentum = self._momentum_of_this_batch(mean.dtype)
+        self.update_moving_statistics(mean, variance, momentum)
+        if self.renorm:
+            if self._overrides("update_moving_statistics"):
+                self.moving_stddev.assign(
+                    ops.sqrt(
+                        ops.cast(self.moving_variance, variance.dtype) + self.epsilon
+                    )
+                )
+            self.update_renorm_statistics(mean, variance)
+        if saved is not None:
+            for variable, before in saved:
+                variable.assign(ops.where(enough, ops.copy(variable), before))
+
+    def _momentum_of_this_batch(self, dtype):
+        if self.momentum is not None:
+            return ops.convert_to_tensor(self.momentum, dtype=dtype)
+        count = ops.cast(self.num_batches, dtype) + 1.0
+        self.num_batches.assign(count)
+        # The cumulative average: moving += (batch - moving) / count.
+        return 1.0 - 1.0 / count
+
+    def _enough_values(self, inputs, axes, mask, count):
+        """Whether each statistic has more than one value behind it.
+
+        A Python bool when the shapes tell, else a scalar boolean tensor.
+        """
+        if isinstance(count, int):
+            return count > 1
+        known = [inputs.shape[a] for a in axes if inputs.shape[a] is not None]
+        if mask is None and math.prod(known) > 1:
+            return True  # whatever the unknown sizes (at least 1)
+        return (count if mask is None else ops.min(count)) > 1
+
+    def _record(self, mean, variance, enough):
+        weight = ops.cast(enough, mean.dtype)
+        self._recording.records.append(
+            {"moving_mean": (mean, weight), "moving_variance": (variance, weight)}
+        )
+
+    def _warn_if_single_value(self, count):
+        if self._warned_single_value or not isinstance(count, int) or count > 1:
+            return
+        self._warned_single_value = True
+        warnings.warn(
+            f"{type(self).__name__} layer '{self.name}' normalizes a training "
+            "batch with one value per feature: its variance is 0, so every "
+            "output equals beta whatever the input, and the moving statistics "
+            "are not updated. Use batches of more than one example, or call "
+            "the layer with training=False.",
+            stacklevel=3,
+        )
+
+    def _probed_affine(self):
+        """`(scale, offset)` of the inference map, from probe inputs."""
+        dtype = keras.backend.standardize_dtype(self.moving_mean.dtype)
+        mean = _numpy(self.moving_mean)
+        spread = np.sqrt(_numpy(self.moving_variance) + self.epsilon)
+
+        def evaluate(points):
+            points = np.reshape(points, self._broadcast_shape).astype(dtype)
+            outputs = _numpy(self(points, training=False))
+            return points.astype("float64").reshape(mean.shape), outputs.reshape(
+                mean.shape
             )
+
+        x0, y0 = evaluate(mean)
+        x1, y1 = evaluate(mean + spread)
+        scale = (y1 - y0) / (x1 - x0)
+        offset = y0 - x0 * scale
+        output_dtype = keras.backend.standardize_dtype(self.compute_dtype)
+        tolerance = max(1e-4, 100 * float(np.finfo(output_dtype).eps))
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            x, y = evaluate(mean + 3.0 * spread * rng.standard_normal(mean.shape))
+            expected = x * scale + offset
+            bound = tolerance * (np.abs(x * scale) + np.abs(offset) + np.abs(y))
+            if not (np.all(np.isfinite(y)) and np.all(np.abs(y - expected) <= bound)):
+                raise ValueError(
+                    f"{type(self).__name__} layer '{self.name}' overrides "
+                    "normalize, and its inference map is not affine per "
+                    "feature (y = x * scale + offset), so it cannot be "
+                    "folded. Override inference_affine() if it is affine. "
+                    "Received: a largest deviation from the affine map of "
+                    f"{float(np.max(np.abs(y - expected))):.3g}"
+                )
+        return (
+            ops.convert_to_tensor(scale.astype(dtype)),
+            ops.convert_to_tensor(offset.astype(dtype)),
+        )
 
     def _renormalized_affine(self, mean, variance, gamma, beta):
         """Batch renorm's `(r, d)` folded into gamma and beta, as in Keras."""
@@ -477,22 +901,6 @@ class BatchNorm(keras.layers.Layer):
             return r, d if beta is None else d + beta
         effective_beta = d * gamma if beta is None else d * gamma + beta
         return r * gamma, effective_beta
-
-    def _update_renorm_statistics(self, mean, variance):
-        stddev = ops.sqrt(variance + self.epsilon)
-        for moving, value, momentum in (
-            (self.renorm_mean, mean, self.renorm_momentum),
-            (self.renorm_stddev, stddev, self.renorm_momentum),
-            (self.moving_mean, mean, self.momentum),
-        ):
-            moving.assign(
-                bn_ops.moving_average(ops.cast(moving, value.dtype), value, momentum)
-            )
-        new_stddev = bn_ops.moving_average(
-            ops.cast(self.moving_stddev, stddev.dtype), stddev, self.momentum
-        )
-        self.moving_stddev.assign(new_stddev)
-        self.moving_variance.assign(ops.relu(new_stddev * new_stddev - self.epsilon))
 
     def compute_output_shape(self, input_shape):
         _resolve_axes(self.axis, len(input_shape), input_shape)
@@ -528,119 +936,86 @@ class BatchNorm(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
+class _Recording:
+    """What `recording_statistics` collects (a plain object: Keras does not
+    wrap it as it does lists set on a layer)."""
+
+    def __init__(self, unbiased):
+        self.unbiased = unbiased
+        self.records = []
+
+
+def _computation_dtype(dtype):
+    """The wider of `dtype` and float32: float64 stays float64, and half
+    precision (whose statistics overflow easily) computes in float32."""
+    if keras.backend.standardize_dtype(dtype) == "float64":
+        return "float64"
+    return "float32"
+
+
+def _numpy(tensor):
+    return np.asarray(ops.convert_to_numpy(tensor), "float64")
+
+
 def _clone_initializer(initializer):
     if isinstance(initializer, initializers.Initializer):
         return initializer.__class__.from_config(initializer.get_config())
     return initializer
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _validate_axis(axis):
-    if _is_int(axis):
+def _check_axis(axis):
+    if checks.is_int(axis):
         return int(axis)
-    if isinstance(axis, (list, tuple)) and axis and all(_is_int(a) for a in axis):
+    if isinstance(axis, (list, tuple)) and axis and all(checks.is_int(a) for a in axis):
         return [int(a) for a in axis]
-    raise TypeError(
-        "Invalid value for argument axis. Expected an int or a non-empty "
-        f"list of ints. Received: axis={axis!r}"
-    )
+    checks.fail("axis", axis, "an int or a non-empty list of ints", TypeError)
 
 
-def _validate_momentum(momentum, name, allow_none=False):
-    expected = "a float in [0, 1]" + (" or None" if allow_none else "")
-    if momentum is None and allow_none:
-        return None
-    if not _is_real(momentum):
-        raise TypeError(
-            f"Invalid value for argument {name}. Expected {expected}. "
-            f"Received: {name}={momentum!r}"
-        )
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(
-            f"Invalid value for argument {name}. Expected {expected}. "
-            f"Received: {name}={momentum!r}"
-        )
-    return float(momentum)
-
-
-def _validate_epsilon(epsilon):
-    if not _is_real(epsilon):
-        raise TypeError(
-            "Invalid value for argument epsilon. Expected a positive float. "
-            f"Received: epsilon={epsilon!r}"
-        )
-    if not epsilon > 0.0:
-        raise ValueError(
-            "Invalid value for argument epsilon. Expected a positive float. "
-            f"Received: epsilon={epsilon!r}"
-        )
-    return float(epsilon)
-
-
-def _validate_virtual_batch_size(size):
-    if size is None:
-        return None
-    if not _is_int(size) or size < 1:
-        raise ValueError(
-            "Invalid value for argument virtual_batch_size. Expected a positive "
-            f"int or None. Received: virtual_batch_size={size!r}"
-        )
-    return int(size)
-
-
-def _validate_renorm_clipping(clipping, renorm):
+def _check_renorm_clipping(clipping, renorm):
+    received = clipping
     clipping = {} if clipping is None else clipping
     if not isinstance(clipping, dict) or set(clipping) - set(_RENORM_KEYS):
-        raise ValueError(
-            "Invalid value for argument renorm_clipping. Expected a dict with "
-            f"keys among {_RENORM_KEYS}. Received: renorm_clipping={clipping!r}"
+        checks.fail(
+            "renorm_clipping", received, f"a dict with keys among {_RENORM_KEYS}"
         )
     if clipping and not renorm:
-        raise ValueError(
-            "renorm_clipping applies to batch renormalization only. Received: "
-            f"renorm_clipping={clipping!r} with renorm=False"
+        checks.fail(
+            "renorm_clipping",
+            received,
+            "None with renorm=False (the limits apply to batch renormalization only)",
         )
+    if not all(checks.is_real(v) and not math.isnan(v) for v in clipping.values()):
+        checks.fail("renorm_clipping", received, "numbers as values")
     clipping = {k: float(v) for k, v in clipping.items()}
     rmax, rmin, dmax = (clipping.get(k) for k in _RENORM_KEYS)
     if rmin is not None and rmin < 0:
-        raise ValueError(f"Expected rmin >= 0. Received: rmin={rmin}")
+        checks.fail("renorm_clipping", received, "rmin >= 0")
     if rmax is not None and rmin is not None and rmax < rmin:
-        raise ValueError(
-            f"Expected rmax >= rmin in renorm_clipping. Received: rmax={rmax}, "
-            f"rmin={rmin}"
-        )
+        checks.fail("renorm_clipping", received, "rmax >= rmin")
     if dmax is not None and dmax < 0:
-        raise ValueError(f"Expected dmax >= 0. Received: dmax={dmax}")
+        checks.fail("renorm_clipping", received, "dmax >= 0")
     return clipping
 
 
 def _resolve_axes(axis, rank, input_shape):
     """Sorted non-negative feature axes; raises if one is out of range."""
-    axes = [axis] if _is_int(axis) else list(axis)
+    axes = [axis] if checks.is_int(axis) else list(axis)
     for a in axes:
         if not -rank <= a < rank:
-            raise ValueError(
-                f"Invalid value for argument axis. Expected axes in "
-                f"[{-rank}, {rank}) for an input of rank {rank} (shape "
-                f"{tuple(input_shape)}). Received: axis={axis!r}"
+            checks.fail(
+                "axis",
+                axis,
+                f"axes in [{-rank}, {rank}) for an input of rank {rank} (shape "
+                f"{tuple(input_shape)})",
             )
     resolved = sorted(a % rank for a in axes)
     if len(set(resolved)) != len(resolved):
-        raise ValueError(
-            "Invalid value for argument axis. Expected distinct axes. "
-            f"Received: axis={axis!r} for an input of rank {rank}"
-        )
+        checks.fail("axis", axis, f"distinct axes for an input of rank {rank}")
     for a in resolved:
         if input_shape[a] is None:
-            raise ValueError(
-                "BatchNorm needs a known size on each feature axis. "
-                f"Received: axis={axis!r} with input shape {tuple(input_shape)}"
+            checks.fail(
+                "axis",
+                axis,
+                f"feature axes of known size (input shape {tuple(input_shape)})",
             )
     return resolved
