@@ -13,7 +13,7 @@ class RenormClippingSchedule(GlobalStepCallback):
     values at 40,000 and 25,000 steps. This callback sets the
     `renorm_rmax` and `renorm_dmax` weights of every kbn `BatchNorm(renorm=
     True)` in the model by linear interpolation on the global step (in
-    batches). With `kbn.training.MultiStepTrainer` the limits change between
+    batches). With `kbn.MultiStepTrainer` the limits change between
     compiled calls, every `batches_per_step` batches.
 
     Args:

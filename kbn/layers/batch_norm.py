@@ -729,17 +729,6 @@ class BatchNorm(keras.layers.Layer):
             return tensor  # broadcasts as it is
         return ops.reshape(tensor, shape)
 
-    def broadcast(self, tensor, inputs):
-        """Deprecated: `normalize` now receives broadcast tensors.
-
-        Kept so that a `normalize` written for the earlier hooks (which
-        broadcast per-feature tensors itself) still runs: a tensor of the
-        rank of `inputs` is returned as it is.
-        """
-        if tensor is None or len(tensor.shape) == len(inputs.shape):
-            return tensor
-        return self._broadcast(tensor, inputs)
-
     def _moment_axes(self, inputs):
         if len(inputs.shape) == self._rank + 1:  # split into virtual batches
             return [1] + [a + 1 for a in self._reduction_axes if a != 0]
