@@ -112,10 +112,10 @@ def test_tensorboard_scalars_next_to_keras_logs(task, tmp_path):
         verbose=0,
         callbacks=[recorder, keras.callbacks.TensorBoard(log_dir, write_graph=False)],
     )
-    validation = read_scalars(os.path.join(log_dir, "validation"))
-    assert [s for s, _ in validation["validation_accuracy"]] == [5, 10, 15, 20, 21]
+    validation = read_scalars(log_dir)
+    assert [s for s, _ in validation["validation/accuracy"]] == [5, 10, 15, 20, 21]
     np.testing.assert_allclose(
-        [v for _, v in validation["validation_accuracy"]],
+        [v for _, v in validation["validation/accuracy"]],
         recorder.accuracies,
         rtol=1e-6,
     )

@@ -1,13 +1,17 @@
 """Callbacks for `model.fit`."""
 
+from kbn.callbacks.batch_norm_statistics import BatchNormStatistics
 from kbn.callbacks.global_step import GlobalStepCallback
 from kbn.callbacks.progress import TrainingProgress
 from kbn.callbacks.renorm_schedule import RenormClippingSchedule
+from kbn.callbacks.training_scalars import TrainingScalars
 from kbn.callbacks.validation_recorder import ValidationAccuracyRecorder
 
 __all__ = [
+    "BatchNormStatistics",
     "GlobalStepCallback",
     "RenormClippingSchedule",
     "TrainingProgress",
+    "TrainingScalars",
     "ValidationAccuracyRecorder",
 ]

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from kbn.callbacks import _summary_writers
 from kbn.callbacks.global_step import GlobalStepCallback
 from kbn.evaluation import Accuracy
 
@@ -35,10 +36,10 @@ class ValidationAccuracyRecorder(GlobalStepCallback):
         validation_data: Tuple `(images, labels)`; labels are integers or
             one-hot rows.
         every_n_batches: Positive int, the sampling interval in batches.
-        log_dir: Optional folder; the accuracy is then written as the
-            TensorBoard scalar `validation_accuracy` under
-            `<log_dir>/validation`, beside what `keras.callbacks.TensorBoard`
-            writes for the same `log_dir`.
+        log_dir: Optional folder; the accuracy is then written there as the
+            TensorBoard scalar `validation/accuracy`, its step the global
+            step, in the event file that kbn's other callbacks with the same
+            `log_dir` (`TrainingScalars`, `BatchNormStatistics`) share.
         record_final: Also record after the last batch when it is not a
             multiple of `every_n_batches`.
         batch_size: Optional chunk size of the inference pass.
@@ -107,7 +108,7 @@ class ValidationAccuracyRecorder(GlobalStepCallback):
             if not self.steps or self.steps[-1] != self.global_step:
                 self._record(logs)
         if self._writer is not None:
-            self._writer.close()
+            _summary_writers.release(self.log_dir)
             self._writer = None
 
     def _record(self, logs):
@@ -128,8 +129,7 @@ class ValidationAccuracyRecorder(GlobalStepCallback):
         import tensorflow as tf
 
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(
-                os.path.join(self.log_dir, "validation")
-            )
+            self._writer = _summary_writers.acquire(self.log_dir)
         with self._writer.as_default():
-            tf.summary.scalar("validation_accuracy", accuracy, step=self.global_step)
+            tf.summary.scalar("validation/accuracy", accuracy, step=self.global_step)
+        self._writer.flush()

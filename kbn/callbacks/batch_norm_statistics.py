@@ -1,0 +1,225 @@
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+from kbn import checks
+from kbn import ops as bn_ops
+from kbn.callbacks import _summary_writers
+from kbn.callbacks.global_step import GlobalStepCallback
+from kbn.evaluation import compiled_forward
+from kbn.layers import BatchNorm
+
+
+class BatchNormStatistics(GlobalStepCallback):
+    """Logs what every batch norm of a model is doing, against the global batch.
+
+    In training, batch norm normalizes with the statistics of each batch; in
+    inference, with its moving statistics. How far apart the two are, and
+    how the layer's state evolves, is what decides whether a model behaves
+    the same in both modes. At the start of training (step 0), every
+    `every_n_batches` training batches (counted as a global step, right
+    across epochs, with `steps_per_execution` and with
+    `kbn.MultiStepTrainer`) and after the last batch, this callback writes,
+    for every kbn `BatchNorm` layer of the model (nested ones included),
+    with the layer's name:
+
+    - histograms `batch_norm/<layer>/moving_mean`, `moving_variance`,
+      `gamma` and `beta` (those the layer has), the layer's weights as they
+      are at that step;
+    - with `probe_images`, scalars `batch_norm/<layer>/mean_gap` and
+      `batch_norm/<layer>/variance_gap`: the mean over the layer's features
+      of `|batch mean - moving mean|` and `|batch variance - moving
+      variance|`. The batch statistics are the mean and (biased) variance of
+      the layer's inputs over `probe_images`, reduced over the layer's
+      `reduction_axes` (a whole probe batch, even with
+      `virtual_batch_size`), in a compiled training-mode pass of the model
+      that changes nothing in it: every batch norm before the layer
+      normalizes with batch statistics, as in training.
+
+    The gaps are measured for the layers of the functional (or Sequential)
+    model that takes the images: the model itself, or the model a
+    `kbn.MultiStepTrainer` trains. Layers inside a nested model, or called
+    more than once, get histograms only.
+
+    Give `ValidationAccuracyRecorder` and `TrainingScalars` the same
+    `log_dir`: kbn's callbacks share one event file per folder.
+
+    Args:
+        log_dir: Folder of the event file (one TensorBoard run).
+        every_n_batches: Positive int, the sampling interval in batches.
+        probe_images: Optional fixed batch of inputs of the model (for
+            example one training batch) for the gaps; `None` logs the
+            histograms only.
+        record_final: Also log after the last batch when it is not a
+            multiple of `every_n_batches`.
+
+    Example:
+
+    ```python
+    statistics = kbn.callbacks.BatchNormStatistics(
+        "logs/run", every_n_batches=100, probe_images=x_train[:60])
+    model.fit(x_train, y_train, batch_size=60, epochs=5, callbacks=[statistics])
+    ```
+    """
+
+    def __init__(self, log_dir, every_n_batches, probe_images=None, record_final=True):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self.every_n_batches = checks.check_int(every_n_batches, "every_n_batches")
+        self.probe_images = probe_images
+        self.record_final = bool(record_final)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        from kbn.population import batch_norm_layers
+
+        model = self.model  # syncs the JAX backend's state
+        layers = [
+            layer for layer in batch_norm_layers(model) if isinstance(layer, BatchNorm)
+        ]
+        self._layers = _named(layers)
+        self._probe = None
+        if self.probe_images is not None and self._layers:
+            self._probe = _Probe(model, layers)
+            self._images = ops.convert_to_tensor(np.asarray(self.probe_images))
+        self._writer = None
+        self._next_sample = self.every_n_batches
+        self._last_sample = None
+        self._sample()
+
+    def on_steps_end(self, logs=None):
+        if self.global_step >= self._next_sample:
+            self._sample()
+            n = self.every_n_batches
+            self._next_sample = (self.global_step // n + 1) * n
+
+    def on_train_end(self, logs=None):
+        if self.record_final and self._last_sample != self.global_step:
+            self._sample()
+        if self._writer is not None:
+            _summary_writers.release(self.log_dir)
+            self._writer = None
+
+    def statistics(self):
+        """`{tag: value}` of the current state: arrays for the histograms,
+        floats for the gaps."""
+        self.model  # noqa: B018 - syncs the JAX backend's state
+        values = {}
+        for name, layer in self._layers:
+            for weight in ("moving_mean", "moving_variance", "gamma", "beta"):
+                variable = getattr(layer, weight, None)
+                if variable is not None:
+                    values[f"batch_norm/{name}/{weight}"] = _numpy(variable)
+        if self._probe is not None:
+            batch = self._probe.batch_statistics(self._images)
+            for name, layer in self._layers:
+                if layer in batch and layer.moving_mean is not None:
+                    mean, variance = batch[layer]
+                    values[f"batch_norm/{name}/mean_gap"] = _mean_gap(
+                        mean, layer.moving_mean
+                    )
+                    values[f"batch_norm/{name}/variance_gap"] = _mean_gap(
+                        variance, layer.moving_variance
+                    )
+        return values
+
+    def _sample(self):
+        import tensorflow as tf
+
+        self._last_sample = self.global_step
+        if not self._layers:
+            return
+        values = self.statistics()
+        if self._writer is None:
+            self._writer = _summary_writers.acquire(self.log_dir)
+        with self._writer.as_default():
+            for tag, value in values.items():
+                if isinstance(value, float):
+                    tf.summary.scalar(tag, value, step=self.global_step)
+                else:
+                    tf.summary.histogram(tag, value, step=self.global_step)
+        self._writer.flush()
+
+
+class _Probe:
+    """The inputs of batch norm layers in a training-mode pass, compiled."""
+
+    def __init__(self, model, layers):
+        network = _functional_model(model)
+        inputs = {}
+        if network is not None:
+            for layer in layers:
+                if layer in network.layers:
+                    tensor = _input_of(layer)
+                    if tensor is not None:
+                        inputs[layer] = tensor
+        self.layers = list(inputs)
+        if not self.layers:
+            raise ValueError(
+                "BatchNormStatistics cannot measure the gaps: no BatchNorm layer "
+                "is a layer of a functional or Sequential model that takes the "
+                "images (the model, or the model of a kbn.MultiStepTrainer). "
+                "Pass probe_images=None to log the histograms only. Received: "
+                f"model={model.name!r}"
+            )
+        probe = keras.Model(network.input, [inputs[layer] for layer in self.layers])
+        self._forward = compiled_forward(probe, training=True)
+
+    def batch_statistics(self, images):
+        """`{layer: (mean, variance)}` of each layer's inputs, as NumPy arrays."""
+        outputs = self._forward(images)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        result = {}
+        for layer, inputs in zip(self.layers, outputs):
+            mean, variance = bn_ops.moments(
+                ops.cast(inputs, "float32"), layer.reduction_axes
+            )
+            result[layer] = (_numpy(mean), _numpy(variance))
+        return result
+
+
+def _named(layers):
+    """`[(tag name, layer)]`: the layers' names, made unique."""
+    counts = {}
+    named = []
+    for layer in layers:
+        counts[layer.name] = counts.get(layer.name, 0) + 1
+        suffix = "" if counts[layer.name] == 1 else f"_{counts[layer.name]}"
+        named.append((f"{layer.name}{suffix}", layer))
+    return named
+
+
+def _functional_model(model):
+    """The first functional or Sequential model in `model`, breadth first."""
+    queue, seen = [model], set()
+    while queue:
+        layer = queue.pop(0)
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.Model) and getattr(layer, "inputs", None):
+            return layer
+        queue.extend(
+            value
+            for value in vars(layer).values()
+            if isinstance(value, keras.layers.Layer) and value is not layer
+        )
+    return None
+
+
+def _input_of(layer):
+    try:
+        return layer.input
+    except (AttributeError, ValueError):  # never called, or called twice
+        return None
+
+
+def _numpy(tensor):
+    return np.asarray(ops.convert_to_numpy(tensor), dtype="float32")
+
+
+def _mean_gap(batch, moving):
+    return float(np.mean(np.abs(np.asarray(batch, "float64") - _numpy(moving))))
