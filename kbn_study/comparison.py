@@ -153,9 +153,12 @@ def clear_event_files(log_dir):
     """Removes the TensorBoard event files of an earlier run in `log_dir`.
 
     A run replaces an earlier run of the same name; without this, TensorBoard
-    would draw both runs' events as one jagged line.
+    would draw both runs' events as one jagged line. The files in `log_dir`
+    and in every folder below it go (earlier versions wrote into `train/`
+    and `validation/` subfolders).
     """
-    for path in glob.glob(os.path.join(log_dir, "*", "events.out.tfevents.*")):
+    pattern = os.path.join(log_dir, "**", "events.out.tfevents.*")
+    for path in glob.glob(pattern, recursive=True):
         os.remove(path)
 
 

@@ -6,16 +6,19 @@ MLP, a conv net, an LSTM):
 - a `Schedule` says how many batches, of what size, how often the
   validation accuracy is sampled, and the seed of the batch order;
 - `train_network` wraps the model in `kbn.MultiStepTrainer`, runs
-  `model.fit` with kbn's callbacks (validation recorder, TensorBoard,
-  progress bar), tests the model in inference mode and returns a
-  `NetworkResult`;
+  `model.fit` with kbn's callbacks (validation recorder, TensorBoard
+  scalars and batch-norm statistics, progress bar), tests the model in
+  inference mode and returns a `NetworkResult`;
 - `network_result` builds that result, divergence judged by `diverged`,
   for a loop that drives the callbacks itself (the multi-worker recipe);
 - `run_name` names a run's folder after every setting that changes its
   results.
 
-One Keras "epoch" is one sampling interval, so Keras's epoch-level logs line
-up with the samples.
+One Keras "epoch" is one sampling interval, so the training loss Keras
+reports at a sample (a running mean since the start of the epoch) is the
+mean over the interval. Everything a run writes for TensorBoard goes into
+one folder per network, against the global batch (see
+`tensorboard_callbacks`).
 """
 
 import dataclasses
@@ -215,6 +218,29 @@ def fit_batches(trainer, schedule, blocks, batches, callbacks=()):
     return time.perf_counter() - start
 
 
+def tensorboard_callbacks(log_dir, schedule, dataset, batch_norm_statistics=True):
+    """kbn's TensorBoard callbacks of a run, besides the validation recorder.
+
+    Every sample (`schedule.batches_per_sample`), into `log_dir`, against
+    the global batch: `train/loss` (`kbn.callbacks.TrainingScalars`) and,
+    with `batch_norm_statistics`, each batch norm's moving statistics, gamma
+    and beta as histograms and its gaps between batch and moving statistics
+    on the first training batch of the data (`kbn.callbacks.
+    BatchNormStatistics`; nothing for a network without batch norm).
+    """
+    every = schedule.batches_per_sample
+    callbacks = [kbn_callbacks.TrainingScalars(log_dir, every_n_batches=every)]
+    if batch_norm_statistics:
+        callbacks.append(
+            kbn_callbacks.BatchNormStatistics(
+                log_dir,
+                every_n_batches=every,
+                probe_images=dataset.train.images[: schedule.batch_size],
+            )
+        )
+    return callbacks
+
+
 def train_network(
     model,
     dataset,
@@ -224,6 +250,7 @@ def train_network(
     log_dir=None,
     callbacks=(),
     verbose=True,
+    batch_norm_statistics=True,
 ):
     """Trains `model`, recording validation accuracy, then tests it.
 
@@ -233,9 +260,14 @@ def train_network(
         optimizer: A Keras optimizer.
         schedule: `Schedule`.
         name: Network name in results ("with_bn", ...).
-        log_dir: TensorBoard folder for this network, or None.
+        log_dir: TensorBoard folder for this network, or None. It holds
+            one event file: `validation/accuracy`, `train/loss` and the
+            batch-norm statistics, all against the global batch (see
+            `tensorboard_callbacks`).
         callbacks: Extra callbacks for `fit`.
         verbose: Show a progress bar.
+        batch_norm_statistics: With `log_dir`, also log every batch norm's
+            statistics (`kbn.callbacks.BatchNormStatistics`).
 
     Returns:
         A `NetworkResult`; a run whose loss became NaN is recorded with
@@ -249,7 +281,9 @@ def train_network(
     )
     all_callbacks = [recorder, *callbacks]
     if log_dir is not None:
-        all_callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
+        all_callbacks += tensorboard_callbacks(
+            log_dir, schedule, dataset, batch_norm_statistics
+        )
     if verbose:
         all_callbacks.append(
             kbn_callbacks.TrainingProgress(schedule.batches, label=f"{name:>10}:")

@@ -64,9 +64,9 @@ def test_train_and_test_writes_everything(mnist_subset, tmp_path):
     image = matplotlib.image.imread(run_dir / "accuracy.png")
     assert image.shape[0] > 300 and image.shape[1] > 500
     for network in ("without_bn", "with_bn"):
-        scalars = read_scalars(str(run_dir / network / "validation"))
-        assert [s for s, _ in scalars["validation_accuracy"]] == [20, 40, 60]
-        assert "epoch_loss" in read_scalars(str(run_dir / network / "train"))
+        scalars = read_scalars(str(run_dir / network))
+        assert [s for s, _ in scalars["validation/accuracy"]] == [20, 40, 60]
+        assert [s for s, _ in scalars["train/loss"]] == [20, 40, 60]
 
 
 def test_both_networks_see_the_same_weights_and_batches(mnist_subset):
@@ -95,9 +95,9 @@ def test_a_rerun_replaces_the_earlier_event_files(mnist_subset, tmp_path, capsys
         f"Replacing the results of an earlier run of this configuration in {run_dir}"
         in capsys.readouterr().out
     )
-    folder = run_dir / "with_bn" / "validation"
+    folder = run_dir / "with_bn"
     assert len([f for f in os.listdir(folder) if "tfevents" in f]) == 1
-    assert [s for s, _ in read_scalars(str(folder))["validation_accuracy"]] == [10, 20]
+    assert [s for s, _ in read_scalars(str(folder))["validation/accuracy"]] == [10, 20]
 
 
 def test_a_diverging_network_is_recorded_not_raised(mnist_subset):
