@@ -16,6 +16,7 @@ import keras
 
 from kbn import checks
 from kbn_study import comparison
+from kbn_study import hparams
 from kbn_study import mnist
 from kbn_study import networks
 from kbn_study import runs
@@ -135,8 +136,9 @@ def train_and_test(config, dataset=None, networks=None, write=True, verbose=True
         networks: Optional mapping from network name to `build_mlp`'s
             `batch_norm` argument; default `{"without_bn": False, "with_bn":
             True}`.
-        write: Write results, plot and TensorBoard logs under
-            `config.run_dir(dataset)`.
+        write: Write results, plot and TensorBoard logs (each network a
+            trial of TensorBoard's HParams dashboard, see
+            `kbn_study.hparams`) under `config.run_dir(dataset)`.
         verbose: Show progress bars.
 
     Returns:
@@ -151,7 +153,7 @@ def train_and_test(config, dataset=None, networks=None, write=True, verbose=True
         "batches_per_sample": config.schedule.batches_per_sample,
         "batches_per_step": config.schedule.resolved_batches_per_step,
     }
-    return comparison.compare_networks(
+    result = comparison.compare_networks(
         network_builders(config, networks),
         dataset,
         lambda: keras.optimizers.SGD(config.learning_rate),
@@ -161,3 +163,6 @@ def train_and_test(config, dataset=None, networks=None, write=True, verbose=True
         metadata=metadata,
         verbose=verbose,
     )
+    if write:
+        hparams.write_comparison(config.run_dir(dataset), config, dataset.tag, result)
+    return result

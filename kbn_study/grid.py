@@ -26,6 +26,7 @@ from kbn.callbacks import GlobalStepCallback
 from kbn_study import comparison
 from kbn_study import experiment
 from kbn_study import grid_files
+from kbn_study import hparams
 from kbn_study import published
 from kbn_study import runs
 
@@ -50,6 +51,10 @@ class GridRun:
             "network": self.network,
             "data": dataset.tag,
         }
+
+    def log_dir(self, dataset):
+        """The run's TensorBoard folder, `<out>/<run name>/<network>`."""
+        return os.path.join(self.config.run_dir(dataset), self.network)
 
 
 def experiment_config(configuration, seed, out_dir, fraction=1.0):
@@ -100,7 +105,8 @@ def run_grid(
 
     Args:
         out_dir: Output folder: `results.csv`, `curves.csv` and one
-            TensorBoard folder per configuration and seed.
+            TensorBoard folder per configuration and seed, each network a
+            trial of the HParams dashboard (`kbn_study.hparams`).
         dataset: `kbn_study.mnist.Dataset`.
         configurations: `kbn_study.published.StudyConfiguration`s to run.
         seeds: Number of seeds; seeds are `0 .. seeds - 1`, so a later call
@@ -124,6 +130,14 @@ def run_grid(
     todo = [
         run for run in grid if grid_files.key_of(run.key_fields(dataset)) not in done
     ]
+    # The HParams dashboard's experiment: this grid's runs and every earlier
+    # run in the folder.
+    finished = grid_files.read_results(results_path).to_dict(orient="records")
+    hparams.write_experiment(
+        out_dir,
+        [hparams.trial_hparams(run.key_fields(dataset)) for run in grid]
+        + [hparams.trial_hparams(row) for row in finished],
+    )
     if verbose:
         print(
             f"Grid: {len(grid)} runs, {len(grid) - len(todo)} already finished "
@@ -144,6 +158,13 @@ def run_grid(
             )
             if interrupt.requested:
                 raise KeyboardInterrupt  # the run was cut short: not a result
+            # The trial first: the result row marks the run as finished.
+            hparams.write_trial(
+                run.log_dir(dataset),
+                hparams.trial_hparams(run.key_fields(dataset)),
+                result,
+                trial_id=f"{run.config.name(dataset)}/{run.network}",
+            )
             record(run, result, dataset, results_path, curves_path)
     return rows_of(grid, dataset, grid_files.read_results(results_path))
 
@@ -160,7 +181,7 @@ def rows_of(grid, dataset, results):
 def train_run(run, dataset, batch_norm, callbacks=(), verbose=True):
     """Trains and tests one grid run; returns its `kbn_study.runs.NetworkResult`."""
     config = run.config
-    log_dir = os.path.join(config.run_dir(dataset), run.network)
+    log_dir = run.log_dir(dataset)
     comparison.clear_event_files(log_dir)
     keras.utils.set_random_seed(config.seed)
     build = experiment.network_builders(config, {run.network: batch_norm})[run.network]

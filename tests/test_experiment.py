@@ -96,7 +96,8 @@ def test_a_rerun_replaces_the_earlier_event_files(mnist_subset, tmp_path, capsys
         in capsys.readouterr().out
     )
     folder = run_dir / "with_bn"
-    assert len([f for f in os.listdir(folder) if "tfevents" in f]) == 1
+    # One file of curves, one of the HParams trial.
+    assert len([f for f in os.listdir(folder) if "tfevents" in f]) == 2
     assert [s for s, _ in read_scalars(str(folder))["validation/accuracy"]] == [10, 20]
 
 
