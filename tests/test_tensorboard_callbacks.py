@@ -271,3 +271,22 @@ def test_a_subclassed_model_gets_histograms_but_no_gaps(task, tmp_path):
 def test_bad_interval_is_rejected(tmp_path, callback, every, error):
     with pytest.raises(error, match=f"Received: every_n_batches={every!r}"):
         callback(tmp_path, every_n_batches=every)
+
+
+@pytest.mark.parametrize(
+    "values", [[0.5, -1.0, 2.0, 2.0, 0.25], [1.0, 1.0, 1.0], np.arange(100.0) ** 2]
+)
+def test_histograms_are_tensorboards_own(tmp_path, values):
+    """The callback's NumPy buckets equal those of `tf.summary.histogram`."""
+    import tensorflow as tf
+
+    from kbn.callbacks.batch_norm_statistics import histogram_buckets
+
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        tf.summary.histogram("h", np.asarray(values, "float32"), step=0)
+    writer.close()
+    ((_, expected),) = read_histograms(tmp_path)["h"]
+    actual = histogram_buckets(np.asarray(values, "float32"))
+    np.testing.assert_allclose(actual, expected, rtol=1e-12)
+    assert histogram_buckets([np.nan, np.inf]) is None
