@@ -259,6 +259,33 @@ def test_a_subclassed_model_gets_histograms_but_no_gaps(task, tmp_path):
         )
 
 
+class _Fail(GlobalStepCallback):
+    def on_steps_end(self, logs=None):
+        if self.global_step == 4:
+            raise RuntimeError("stop here")
+
+
+def test_a_run_that_raised_leaves_its_events_and_the_next_runs_alone(task, tmp_path):
+    """Keras skips on_train_end when fit raises: the shared writer stays open."""
+    x, y = task
+    model = _network()
+    model.compile(optimizer="sgd", loss=_loss())
+    with pytest.raises(RuntimeError, match="stop here"):
+        model.fit(
+            x,
+            y,
+            batch_size=10,
+            verbose=0,
+            callbacks=[TrainingScalars(tmp_path, every_n_batches=2), _Fail()],
+        )
+    assert [s for s, _ in read_scalars(tmp_path)["train/loss"]] == [2, 4]  # flushed
+    # A rerun replaces the earlier run's events (as the study does).
+    for name in _events(tmp_path):
+        os.remove(tmp_path / name)
+    model.fit(x, y, batch_size=10, verbose=0, callbacks=[TrainingScalars(tmp_path, 7)])
+    assert [s for s, _ in read_scalars(tmp_path)["train/loss"]] == [7]
+
+
 @pytest.mark.parametrize(
     "callback,every,error",
     [
