@@ -20,14 +20,20 @@ EPSILON = 1e-3
 
 
 def _network():
-    """Dense -> BN -> ReLU -> Dense -> BN (no beta) -> ReLU -> Dense."""
+    """Dense -> BN -> ReLU -> Dense -> BN (no beta, unbiased) -> ReLU -> Dense."""
     keras.utils.set_random_seed(5)
     inputs = keras.Input((6,))
     h = keras.layers.Dense(8, use_bias=False, name="dense_a")(inputs)
     h = BatchNorm(momentum=0.8, epsilon=EPSILON, name="bn_a")(h)
     h = keras.layers.Activation("relu")(h)
     h = keras.layers.Dense(5, use_bias=False, name="dense_b")(h)
-    h = BatchNorm(momentum=0.8, epsilon=EPSILON, center=False, name="bn_b")(h)
+    h = BatchNorm(
+        momentum=0.8,
+        epsilon=EPSILON,
+        center=False,
+        unbiased_variance=True,  # the moving variance averages m / (m - 1) var
+        name="bn_b",
+    )(h)
     h = keras.layers.Activation("relu")(h)
     return keras.Model(inputs, keras.layers.Dense(3)(h))
 
@@ -142,11 +148,13 @@ def _reference_statistics(state, probe):
     h = probe.astype("float64") @ state["dense_a/kernel"]
     for layer, kernel in (("bn_a", "dense_b/kernel"), ("bn_b", None)):
         mean, variance = h.mean(axis=0), h.var(axis=0)
+        # What the moving variance averages: bn_b's is unbiased.
+        averaged = variance * len(h) / (len(h) - 1) if layer == "bn_b" else variance
         moving_mean = state[f"{layer}/moving_mean"]
         moving_variance = state[f"{layer}/moving_variance"]
         values[f"batch_norm/{layer}/mean_gap"] = np.abs(mean - moving_mean).mean()
         values[f"batch_norm/{layer}/variance_gap"] = np.abs(
-            variance - moving_variance
+            averaged - moving_variance
         ).mean()
         for weight in ("moving_mean", "moving_variance", "gamma", "beta"):
             if f"{layer}/{weight}" in state:
@@ -240,23 +248,32 @@ class _Subclassed(keras.Model):
         return self.logits(self.norm(self.dense(inputs), training=training))
 
 
-def test_a_subclassed_model_gets_histograms_but_no_gaps(task, tmp_path):
+def test_a_subclassed_model_gets_every_statistic(task, tmp_path):
     x, y = task
     model = _Subclassed()
     model(x[:2])  # built: its weights exist at step 0
     model.compile(optimizer="sgd", loss=_loss())
-    statistics = BatchNormStatistics(tmp_path, every_n_batches=7)
+    statistics = BatchNormStatistics(tmp_path, every_n_batches=7, probe_images=x)
     model.fit(x, y, batch_size=10, verbose=0, callbacks=[statistics])
     histograms = read_histograms(tmp_path)
     assert [s for s, _ in histograms["batch_norm/norm/moving_variance"]] == [0, 7]
+    gaps = read_scalars(tmp_path)
+    assert sorted(gaps) == ["batch_norm/norm/mean_gap", "batch_norm/norm/variance_gap"]
+    # The gap is the layer's: the moments of its inputs, the Dense outputs.
+    h = keras.ops.convert_to_numpy(model.dense(x))
+    moving = keras.ops.convert_to_numpy(model.norm.moving_mean)
+    expected = np.abs(h.mean(axis=0) - moving).mean()
+    assert gaps["batch_norm/norm/mean_gap"][-1][1] == pytest.approx(expected, 1e-4)
+
+
+def test_histograms_only_without_probe_images(task, tmp_path):
+    x, y = task
+    model = _network()
+    model.compile(optimizer="sgd", loss=_loss())
+    statistics = BatchNormStatistics(tmp_path, every_n_batches=7)
+    model.fit(x, y, batch_size=10, verbose=0, callbacks=[statistics])
+    assert len(read_histograms(tmp_path)) == 7
     assert not read_scalars(tmp_path)
-    with pytest.raises(ValueError, match="Received: model="):
-        model.fit(
-            x,
-            y,
-            verbose=0,
-            callbacks=[BatchNormStatistics(tmp_path, 7, probe_images=x[:10])],
-        )
 
 
 class _Fail(GlobalStepCallback):

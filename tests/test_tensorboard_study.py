@@ -27,6 +27,9 @@ from tests.helpers import read_scalars
 from tests.helpers import run_recipe
 from tests.helpers import user_environment
 
+# A recipe's process, a TensorBoard server.
+pytestmark = pytest.mark.slow
+
 CURVES = ["train/loss", "validation/accuracy"]
 RESULTS = ["results/diverged", "results/test_accuracy"]
 BATCH_NORM_LAYERS = ["batch_norm_1", "batch_norm_2", "batch_norm_3"]

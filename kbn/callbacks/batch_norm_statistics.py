@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import keras
@@ -5,11 +6,11 @@ import numpy as np
 from keras import ops
 
 from kbn import checks
-from kbn import ops as bn_ops
 from kbn.callbacks import _summary_writers
 from kbn.callbacks.global_step import GlobalStepCallback
-from kbn.evaluation import compiled_forward
 from kbn.layers import BatchNorm
+from kbn.layers import batch_norm_layers
+from kbn.trainer import MultiStepTrainer
 
 
 class BatchNormStatistics(GlobalStepCallback):
@@ -22,26 +23,23 @@ class BatchNormStatistics(GlobalStepCallback):
     `every_n_batches` training batches (counted as a global step, right
     across epochs, with `steps_per_execution` and with
     `kbn.MultiStepTrainer`) and after the last batch, this callback writes,
-    for every kbn `BatchNorm` layer of the model (nested ones included),
-    with the layer's name:
+    for every kbn `BatchNorm` layer of the model (nested ones included, as
+    `kbn.layers.batch_norm_layers` finds them), with the layer's name:
 
     - histograms `batch_norm/<layer>/moving_mean`, `moving_variance`,
-      `gamma` and `beta` (those the layer has), the layer's weights as they
-      are at that step;
+      `gamma` and `beta` (those the layer has), its weights at that step;
     - with `probe_images`, scalars `batch_norm/<layer>/mean_gap` and
       `batch_norm/<layer>/variance_gap`: the mean over the layer's features
       of `|batch mean - moving mean|` and `|batch variance - moving
-      variance|`. The batch statistics are the mean and (biased) variance of
-      the layer's inputs over `probe_images`, reduced over the layer's
-      `reduction_axes` (a whole probe batch, even with
-      `virtual_batch_size`), in a compiled training-mode pass of the model
-      that changes nothing in it: every batch norm before the layer
-      normalizes with batch statistics, as in training.
-
-    The gaps are measured for the layers of the functional (or Sequential)
-    model that takes the images: the model itself, or the model a
-    `kbn.MultiStepTrainer` trains. Layers inside a nested model, or called
-    more than once, get histograms only.
+      variance|`. The batch statistics are those the layer's moving
+      statistics average, which the layer records for `probe_images`
+      (`BatchNorm.recording_statistics`, with its own `unbiased_variance`;
+      ghost batches averaged) in a compiled training-mode pass of the model
+      that changes nothing in it: every batch norm normalizes with batch
+      statistics, as in training. The pass runs the model (for a
+      `kbn.MultiStepTrainer`, the model it trains) once it is built. Layers
+      without moving statistics (`track_running_stats=False`) get
+      histograms only.
 
     Give `ValidationAccuracyRecorder` and `TrainingScalars` the same
     `log_dir`: kbn's callbacks share one event file per folder.
@@ -73,17 +71,18 @@ class BatchNormStatistics(GlobalStepCallback):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        from kbn.population import batch_norm_layers
-
         model = self.model  # syncs the JAX backend's state
         layers = [
             layer for layer in batch_norm_layers(model) if isinstance(layer, BatchNorm)
         ]
         self._layers = _named(layers)
+        measured = [layer for layer in layers if layer.track_running_stats]
         self._probe = None
-        if self.probe_images is not None and self._layers:
-            self._probe = _Probe(model, layers)
-            self._images = ops.convert_to_tensor(np.asarray(self.probe_images))
+        if self.probe_images is not None and measured:
+            # A MultiStepTrainer passes images to the model it trains as they
+            # are; that model is built before training, the trainer is not.
+            network = model.model if isinstance(model, MultiStepTrainer) else model
+            self._probe = _Probe(network, measured, self.probe_images)
         self._writer = None
         self._next_sample = self.every_n_batches
         self._last_sample = None
@@ -112,10 +111,10 @@ class BatchNormStatistics(GlobalStepCallback):
                 variable = getattr(layer, weight, None)
                 if variable is not None:
                     values[f"batch_norm/{name}/{weight}"] = _numpy(variable)
-        if self._probe is not None:
-            batch = self._probe.batch_statistics(self._images)
+        if self._probe is not None and self._probe.model.built:
+            batch = self._probe.batch_statistics()
             for name, layer in self._layers:
-                if layer in batch and layer.moving_mean is not None:
+                if layer in batch:
                     mean, variance = batch[layer]
                     values[f"batch_norm/{name}/mean_gap"] = _mean_gap(
                         mean, layer.moving_mean
@@ -142,41 +141,72 @@ class BatchNormStatistics(GlobalStepCallback):
 
 
 class _Probe:
-    """The inputs of batch norm layers in a training-mode pass, compiled."""
+    """The batch moments that layers record on fixed inputs, compiled.
 
-    def __init__(self, model, layers):
-        network = _functional_model(model)
-        inputs = {}
-        if network is not None:
-            for layer in layers:
-                if layer in network.layers:
-                    tensor = _input_of(layer)
-                    if tensor is not None:
-                        inputs[layer] = tensor
-        self.layers = list(inputs)
-        if not self.layers:
-            raise ValueError(
-                "BatchNormStatistics cannot measure the gaps: no BatchNorm layer "
-                "is a layer of a functional or Sequential model that takes the "
-                "images (the model, or the model of a kbn.MultiStepTrainer). "
-                "Pass probe_images=None to log the histograms only. Received: "
-                f"model={model.name!r}"
+    Inside each layer's `recording_statistics` context, a training-mode
+    `stateless_call` of the model makes every layer append its batch
+    moments to a list instead of updating its state; the compiled pass
+    returns them, and the model keeps its variables.
+    """
+
+    def __init__(self, model, layers, images):
+        self.model = model
+        self.layers = layers
+        self.images = ops.convert_to_tensor(np.asarray(images))
+        self._records = [[] for _ in layers]  # the lists of the current contexts
+        self._pass = _compile(self._training_pass)
+
+    def _training_pass(self, trainable, non_trainable, images):
+        # Runs when the pass is traced: the layers append to the lists.
+        for records in self._records:
+            records.clear()
+        self.model.stateless_call(trainable, non_trainable, images, training=True)
+        return [
+            [(r["moving_mean"], r["moving_variance"]) for r in records]
+            for records in self._records
+        ]
+
+    def batch_statistics(self):
+        """`{layer: (mean, variance)}` as NumPy arrays, for the layers that
+        recorded a batch with more than one value per feature."""
+        with contextlib.ExitStack() as stack:
+            self._records = [
+                stack.enter_context(
+                    layer.recording_statistics(unbiased=layer.unbiased_variance)
+                )
+                for layer in self.layers
+            ]
+            outputs = self._pass(
+                [v.value for v in self.model.trainable_variables],
+                [v.value for v in self.model.non_trainable_variables],
+                self.images,
             )
-        # One compiled pass from the images to every layer's input moments.
-        moments = []
-        for layer in self.layers:
-            tensor = ops.cast(inputs[layer], "float32")
-            moments.extend(bn_ops.moments(tensor, layer.reduction_axes))
-        probe = keras.Model(network.input, moments)
-        self._forward = compiled_forward(probe, training=True)
+        result = {}
+        for layer, records in zip(self.layers, outputs):
+            # One record per call of the layer; weight 0: a single value per
+            # feature, which does not count.
+            weights = [float(_numpy(weight)) for (_, weight), _ in records]
+            if sum(weights) == 0:
+                continue
+            result[layer] = tuple(
+                sum(w * _numpy(r[i][0]) for w, r in zip(weights, records))
+                / sum(weights)
+                for i in (0, 1)
+            )
+        return result
 
-    def batch_statistics(self, images):
-        """`{layer: (mean, variance)}` of each layer's inputs, as NumPy arrays."""
-        moments = [_numpy(tensor) for tensor in self._forward(images)]
-        return {
-            layer: (moments[2 * i], moments[2 * i + 1])
-            for i, layer in enumerate(self.layers)
-        }
+
+def _compile(function):
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, reduce_retracing=True)
+    return function
 
 
 def _summary(values):
@@ -242,31 +272,6 @@ def _named(layers):
         suffix = "" if counts[layer.name] == 1 else f"_{counts[layer.name]}"
         named.append((f"{layer.name}{suffix}", layer))
     return named
-
-
-def _functional_model(model):
-    """The first functional or Sequential model in `model`, breadth first."""
-    queue, seen = [model], set()
-    while queue:
-        layer = queue.pop(0)
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, keras.Model) and getattr(layer, "inputs", None):
-            return layer
-        queue.extend(
-            value
-            for value in vars(layer).values()
-            if isinstance(value, keras.layers.Layer) and value is not layer
-        )
-    return None
-
-
-def _input_of(layer):
-    try:
-        return layer.input
-    except (AttributeError, ValueError):  # never called, or called twice
-        return None
 
 
 def _numpy(tensor):
