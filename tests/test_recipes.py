@@ -410,7 +410,7 @@ def test_sequential_mnist_tiny(tmp_path):
         "--batches-per-sample", "10", "--batch-size", "16", "--permute",
         "--log-dir", tmp_path,
     )  # fmt: skip
-    assert "permuted_rows: 28 steps of 28" in result.stdout
+    assert "Sequences: permuted_rows, 28 steps of 28" in result.stdout
     name = f"sequential_permuted_rows_units8_adam0.001_20x16_sample10_seed0_{SUBSET}"
     _read_back(tmp_path / name, ["lstm", "bn_lstm"], [10, 20])
 
