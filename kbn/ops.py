@@ -179,3 +179,40 @@ def fold_into_affine(mean, variance, gamma=None, beta=None, epsilon=1e-3):
     if beta is not None:
         offset = offset + beta
     return scale, offset
+
+
+def renorm_affine(
+    mean, variance, gamma, beta, renorm_mean, renorm_stddev, limits, epsilon=1e-3
+):
+    """Batch renormalization's corrections folded into `gamma` and `beta`.
+
+    Ioffe (2017), Algorithm 1: with the batch's `stddev = sqrt(variance +
+    epsilon)`, `r = stddev / renorm_stddev` and `d = (mean - renorm_mean) /
+    renorm_stddev`, clipped to `[rmin, rmax]` and `[-dmax, dmax]` and held
+    constant in the gradient; the normalized batch `x_hat * r + d` then
+    scales by `gamma` and shifts by `beta`, that is
+    `x_hat * (r * gamma) + (d * gamma + beta)`. As in Keras, `renorm_stddev`
+    is at least `sqrt(epsilon)`.
+
+    Args:
+        mean, variance: The batch moments, one value per feature.
+        gamma, beta: The scale and offset, or `None`.
+        renorm_mean, renorm_stddev: The moving statistics renorm corrects
+            towards.
+        limits: `(rmax, rmin, dmax)`, scalars.
+        epsilon: Small float added to the variance.
+
+    Returns:
+        `(gamma, beta)` with the corrections folded in (`r` and `d` when
+        `gamma` and `beta` are `None`).
+    """
+    rmax, rmin, dmax = limits
+    stddev = ops.sqrt(variance + epsilon)
+    renorm_stddev = ops.maximum(
+        renorm_stddev, ops.sqrt(ops.cast(epsilon, renorm_stddev.dtype))
+    )
+    r = ops.stop_gradient(ops.clip(stddev / renorm_stddev, rmin, rmax))
+    d = ops.stop_gradient(ops.clip((mean - renorm_mean) / renorm_stddev, -dmax, dmax))
+    if gamma is None:
+        return r, d if beta is None else d + beta
+    return r * gamma, d * gamma if beta is None else d * gamma + beta

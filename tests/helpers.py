@@ -96,6 +96,30 @@ BACKEND_SENSITIVE = [
 ]
 
 
+def channels_first_conv_runs():
+    """Whether this backend trains a channels-first `Conv2D` on this machine.
+
+    JAX always does; TensorFlow's CPU kernels support NCHW convolutions (and
+    their gradients) only where oneDNN provides them.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return True
+    import tensorflow as tf
+
+    x = tf.zeros((1, 2, 4, 4))
+    kernel = tf.zeros((3, 3, 2, 2))
+    try:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.nn.conv2d(x, kernel, strides=1, padding="VALID", data_format="NCHW")
+        tape.gradient(y, x)
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError):
+        return False
+    return True
+
+
 def start_jax_run(folder):
     """Starts pytest on `BACKEND_SENSITIVE` with KERAS_BACKEND=jax.
 

@@ -11,8 +11,8 @@ from keras import regularizers
 
 from kbn import checks
 from kbn import ops as bn_ops
-
-_RENORM_KEYS = ("rmax", "rmin", "dmax")
+from kbn.layers import affine_probe
+from kbn.layers import batch_norm_options as options
 
 
 @keras.saving.register_keras_serializable(package="kbn")
@@ -200,7 +200,7 @@ class BatchNorm(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.axis = _check_axis(axis)
+        self.axis = options.check_axis(axis)
         self.momentum = (
             None if momentum is None else checks.check_float(momentum, "momentum", 0, 1)
         )
@@ -219,7 +219,9 @@ class BatchNorm(keras.layers.Layer):
             virtual_batch_size, "virtual_batch_size"
         )
         self.renorm = bool(renorm)
-        self.renorm_clipping = _check_renorm_clipping(renorm_clipping, self.renorm)
+        self.renorm_clipping = options.check_renorm_clipping(
+            renorm_clipping, self.renorm
+        )
         self.renorm_momentum = checks.check_float(
             renorm_momentum, "renorm_momentum", 0, 1
         )
@@ -258,7 +260,7 @@ class BatchNorm(keras.layers.Layer):
     def build(self, input_shape):
         rank = len(input_shape)
         self._rank = rank
-        self._feature_axes = _resolve_axes(self.axis, rank, input_shape)
+        self._feature_axes = options.resolve_axes(self.axis, rank, input_shape)
         self._reduction_axes = [i for i in range(rank) if i not in self._feature_axes]
         if self.virtual_batch_size is not None and 0 in self._feature_axes:
             checks.fail(
@@ -311,16 +313,18 @@ class BatchNorm(keras.layers.Layer):
             variance_initializer = self.moving_variance_initializer
 
             def stddev_initializer(shape, dtype=None):
-                clone = _clone_initializer(variance_initializer)
+                clone = options.clone_initializer(variance_initializer)
                 return ops.sqrt(clone(shape, dtype=dtype))
 
             self.moving_stddev = self._state("moving_stddev", shape, stddev_initializer)
             self.renorm_mean = self._state(
-                "renorm_mean", shape, _clone_initializer(self.moving_mean_initializer)
+                "renorm_mean",
+                shape,
+                options.clone_initializer(self.moving_mean_initializer),
             )
             self.renorm_stddev = self._state("renorm_stddev", shape, stddev_initializer)
             defaults = {"rmax": math.inf, "rmin": 0.0, "dmax": math.inf}
-            for key in _RENORM_KEYS:
+            for key in options.RENORM_KEYS:
                 value = self.renorm_clipping.get(key, defaults[key])
                 setattr(
                     self,
@@ -361,7 +365,7 @@ class BatchNorm(keras.layers.Layer):
                 "dimension fewer than the inputs. Received: "
                 f"mask.shape={mask.shape}, inputs.shape={inputs.shape}"
             )
-        dtype = _computation_dtype(inputs.dtype)
+        dtype = options.computation_dtype(inputs.dtype)
         inputs = ops.cast(inputs, dtype)
         gamma = None if self.gamma is None else ops.cast(self.gamma, dtype)
         beta = None if self.beta is None else ops.cast(self.beta, dtype)
@@ -400,8 +404,18 @@ class BatchNorm(keras.layers.Layer):
         if learning and self.track_running_stats:
             enough = self._enough_values(inputs, axes, mask, count)
             if self.renorm:
-                gamma, beta = self._renormalized_affine(
-                    batch_mean, variance, gamma, beta
+                gamma, beta = bn_ops.renorm_affine(
+                    batch_mean,
+                    variance,
+                    gamma,
+                    beta,
+                    ops.cast(self.renorm_mean, variance.dtype),
+                    ops.cast(self.renorm_stddev, variance.dtype),
+                    limits=[
+                        ops.cast(getattr(self, f"renorm_{key}"), variance.dtype)
+                        for key in options.RENORM_KEYS
+                    ],
+                    epsilon=self.epsilon,
                 )
             batch_mean, batch_variance = self._moments_to_average(
                 batch_mean, variance, count
@@ -573,7 +587,7 @@ class BatchNorm(keras.layers.Layer):
         """
         self._require_moving_statistics("inference_affine()")
         if self._overrides("normalize") or self._overrides("call"):
-            return self._probed_affine()
+            return affine_probe.probed_affine(self)
         dtype = self.moving_mean.dtype
         return bn_ops.fold_into_affine(
             ops.cast(self.moving_mean, dtype),
@@ -831,68 +845,8 @@ class BatchNorm(keras.layers.Layer):
             stacklevel=3,
         )
 
-    def _probed_affine(self):
-        """`(scale, offset)` of the inference map, from probe inputs."""
-        dtype = keras.backend.standardize_dtype(self.moving_mean.dtype)
-        mean = _numpy(self.moving_mean)
-        spread = np.sqrt(_numpy(self.moving_variance) + self.epsilon)
-
-        def evaluate(points):
-            points = np.reshape(points, self._broadcast_shape).astype(dtype)
-            outputs = _numpy(self(points, training=False))
-            return points.astype("float64").reshape(mean.shape), outputs.reshape(
-                mean.shape
-            )
-
-        x0, y0 = evaluate(mean)
-        x1, y1 = evaluate(mean + spread)
-        scale = (y1 - y0) / (x1 - x0)
-        offset = y0 - x0 * scale
-        output_dtype = keras.backend.standardize_dtype(self.compute_dtype)
-        tolerance = max(1e-4, 100 * float(np.finfo(output_dtype).eps))
-        rng = np.random.default_rng(0)
-        for _ in range(3):
-            x, y = evaluate(mean + 3.0 * spread * rng.standard_normal(mean.shape))
-            expected = x * scale + offset
-            bound = tolerance * (np.abs(x * scale) + np.abs(offset) + np.abs(y))
-            if not (np.all(np.isfinite(y)) and np.all(np.abs(y - expected) <= bound)):
-                raise ValueError(
-                    f"{type(self).__name__} layer '{self.name}' overrides "
-                    "normalize, and its inference map is not affine per "
-                    "feature (y = x * scale + offset), so it cannot be "
-                    "folded. Override inference_affine() if it is affine. "
-                    "Received: a largest deviation from the affine map of "
-                    f"{float(np.max(np.abs(y - expected))):.3g}"
-                )
-        return (
-            ops.convert_to_tensor(scale.astype(dtype)),
-            ops.convert_to_tensor(offset.astype(dtype)),
-        )
-
-    def _renormalized_affine(self, mean, variance, gamma, beta):
-        """Batch renorm's `(r, d)` folded into gamma and beta, as in Keras."""
-        stddev = ops.sqrt(variance + self.epsilon)
-        renorm_mean = ops.cast(self.renorm_mean, mean.dtype)
-        renorm_stddev = ops.maximum(
-            ops.cast(self.renorm_stddev, mean.dtype),
-            ops.sqrt(ops.cast(self.epsilon, mean.dtype)),
-        )
-        r = stddev / renorm_stddev
-        d = (mean - renorm_mean) / renorm_stddev
-        r = ops.clip(
-            r, ops.cast(self.renorm_rmin, r.dtype), ops.cast(self.renorm_rmax, r.dtype)
-        )
-        dmax = ops.cast(self.renorm_dmax, d.dtype)
-        d = ops.clip(d, -dmax, dmax)
-        r = ops.stop_gradient(r)
-        d = ops.stop_gradient(d)
-        if gamma is None:
-            return r, d if beta is None else d + beta
-        effective_beta = d * gamma if beta is None else d * gamma + beta
-        return r * gamma, effective_beta
-
     def compute_output_shape(self, input_shape):
-        _resolve_axes(self.axis, len(input_shape), input_shape)
+        options.resolve_axes(self.axis, len(input_shape), input_shape)
         return input_shape
 
     def get_config(self):
@@ -932,79 +886,3 @@ class _Recording:
     def __init__(self, unbiased):
         self.unbiased = unbiased
         self.records = []
-
-
-def _computation_dtype(dtype):
-    """The wider of `dtype` and float32: float64 stays float64, and half
-    precision (whose statistics overflow easily) computes in float32."""
-    if keras.backend.standardize_dtype(dtype) == "float64":
-        return "float64"
-    return "float32"
-
-
-def _numpy(tensor):
-    return np.asarray(ops.convert_to_numpy(tensor), "float64")
-
-
-def _clone_initializer(initializer):
-    if isinstance(initializer, initializers.Initializer):
-        return initializer.__class__.from_config(initializer.get_config())
-    return initializer
-
-
-def _check_axis(axis):
-    if checks.is_int(axis):
-        return int(axis)
-    if isinstance(axis, (list, tuple)) and axis and all(checks.is_int(a) for a in axis):
-        return [int(a) for a in axis]
-    checks.fail("axis", axis, "an int or a non-empty list of ints", TypeError)
-
-
-def _check_renorm_clipping(clipping, renorm):
-    received = clipping
-    clipping = {} if clipping is None else clipping
-    if not isinstance(clipping, dict) or set(clipping) - set(_RENORM_KEYS):
-        checks.fail(
-            "renorm_clipping", received, f"a dict with keys among {_RENORM_KEYS}"
-        )
-    if clipping and not renorm:
-        checks.fail(
-            "renorm_clipping",
-            received,
-            "None with renorm=False (the limits apply to batch renormalization only)",
-        )
-    if not all(checks.is_real(v) and not math.isnan(v) for v in clipping.values()):
-        checks.fail("renorm_clipping", received, "numbers as values")
-    clipping = {k: float(v) for k, v in clipping.items()}
-    rmax, rmin, dmax = (clipping.get(k) for k in _RENORM_KEYS)
-    if rmin is not None and rmin < 0:
-        checks.fail("renorm_clipping", received, "rmin >= 0")
-    if rmax is not None and rmin is not None and rmax < rmin:
-        checks.fail("renorm_clipping", received, "rmax >= rmin")
-    if dmax is not None and dmax < 0:
-        checks.fail("renorm_clipping", received, "dmax >= 0")
-    return clipping
-
-
-def _resolve_axes(axis, rank, input_shape):
-    """Sorted non-negative feature axes; raises if one is out of range."""
-    axes = [axis] if checks.is_int(axis) else list(axis)
-    for a in axes:
-        if not -rank <= a < rank:
-            checks.fail(
-                "axis",
-                axis,
-                f"axes in [{-rank}, {rank}) for an input of rank {rank} (shape "
-                f"{tuple(input_shape)})",
-            )
-    resolved = sorted(a % rank for a in axes)
-    if len(set(resolved)) != len(resolved):
-        checks.fail("axis", axis, f"distinct axes for an input of rank {rank}")
-    for a in resolved:
-        if input_shape[a] is None:
-            checks.fail(
-                "axis",
-                axis,
-                f"feature axes of known size (input shape {tuple(input_shape)})",
-            )
-    return resolved
