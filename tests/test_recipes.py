@@ -514,20 +514,20 @@ def test_covariate_shift_tiny(tmp_path):
 def test_small_batches_tiny(tmp_path):
     result = run_recipe(
         "small_batches.py", "--batches", "20", "--batches-per-sample", "10",
-        "--seeds", "3", "--micro-batches", "4", "--log-dir", tmp_path,
+        "--seeds", "2", "--micro-batches", "4", "--log-dir", tmp_path,
     )  # fmt: skip
-    name = f"small_batches_mlp_sgd0.1_20x60_seeds3_classes2_{SUBSET}"
+    name = f"small_batches_mlp_sgd0.1_20x60_seeds2_classes2_{SUBSET}"
     run_dir = tmp_path / name
     results = pd.read_csv(run_dir / "results.csv")
-    # 3 normalizations x 3 regimes x 3 seeds; the no-norm micro-batch cells
+    # 3 normalizations x 3 regimes x 2 seeds; the no-norm micro-batch cells
     # repeat the i.i.d. runs.
-    assert len(results) == 27
+    assert len(results) == 18
     assert results["test_accuracy_population"].between(0, 1).all()
     repeated = results[results["same_as"].notna()]
     assert set(repeated["normalization"]) == {"none"}
     assert set(repeated["regime"]) == {"micro4"}
     summary = pd.read_csv(run_dir / "summary.csv")
-    assert len(summary) == 9 and (summary["seeds"] == 3).all()
+    assert len(summary) == 9 and (summary["seeds"] == 2).all()
     cell = results[(results.normalization == "bn") & (results.regime == "noniid")]
     row = summary[(summary.normalization == "bn") & (summary.regime == "noniid")]
     assert row["test_accuracy_mean"].item() == pytest.approx(
@@ -542,5 +542,5 @@ def test_small_batches_tiny(tmp_path):
     assert sorted(curves["step"].unique()) == [10, 20]
     image = matplotlib.image.imread(run_dir / "small_batches.png")
     assert image.ndim == 3
-    scalars = read_scalars(run_dir / "noniid" / "renorm_seed2")
+    scalars = read_scalars(run_dir / "noniid" / "renorm_seed1")
     assert [s for s, _ in scalars["validation/accuracy"]] == [10, 20]
