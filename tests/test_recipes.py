@@ -480,7 +480,7 @@ def test_covariate_shift_tiny(tmp_path):
         "covariate_shift.py", "--batches", "40", "--batches-per-sample", "10",
         "--unit", "3", "--probe-size", "50", "--log-dir", tmp_path,
     )  # fmt: skip
-    name = f"covariate_shift_sigmoid_lr1_good_40x60_sample10_seed0_{SUBSET}"
+    name = f"covariate_shift_sigmoid_lr0.01_good_40x60_sample10_seed0_{SUBSET}"
     run_dir = tmp_path / name
     _read_back(run_dir, ["without_bn", "with_bn"], [10, 20, 30, 40])
     table = pd.read_csv(run_dir / "percentiles.csv")
