@@ -1,15 +1,16 @@
 """Internal covariate shift, made visible (Ioffe & Szegedy 2015, Figure 1).
 
 The study's 784-100-100-100-10 sigmoid network (its sigmoid configuration:
-SGD at learning rate 0.01, good weights, 50,000 batches) trains with and without batch norm from the same weights on the same
-batches of 60. Along the way, `kbn.callbacks.ActivationPercentiles` records
-the 15th, 50th and 85th percentiles of the input of every sigmoid of the last
-hidden layer on 1,000 fixed validation images (training mode: batch norm
-normalizes with the probe's statistics). The figure: validation accuracy,
-then one unit's percentile band without and with batch norm, side by side.
-The drift: how far each unit's median moves from a tenth of the training to
-its end, averaged over the layer's 100 units, also in widths of the 15-85
-band.
+SGD at learning rate 0.01, good weights, 50,000 batches) trains with and
+without batch norm from the same weights on the same batches of 60. Along
+the way, `kbn.callbacks.ActivationPercentiles` records the 15th, 50th and
+85th percentiles of the input of every sigmoid of the last hidden layer on
+fixed validation images (up to 1,000; the offline subset has 357), in
+training mode: batch norm normalizes with the probe's own statistics. The
+figure: validation accuracy, then one unit's percentile band without and
+with batch norm, side by side. The drift: how far each unit's median moves
+from a tenth of the training to its end, averaged over the layer's 100
+units, also in widths of the 15-85 band.
 
 Run (the paper's 50,000 batches; 3 minutes on the shared 2-core development
 CPU, offline MNIST subset, JAX backend):
