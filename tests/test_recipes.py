@@ -516,7 +516,7 @@ def test_small_batches_tiny(tmp_path):
         "small_batches.py", "--batches", "20", "--batches-per-sample", "10",
         "--seeds", "2", "--micro-batches", "4", "--log-dir", tmp_path,
     )  # fmt: skip
-    name = f"small_batches_mlp_sgd0.1_20x60_seeds2_classes2_{SUBSET}"
+    name = f"small_batches_mlp_sgd0.1_20x60_sample10_seeds2_micro4_classes2_{SUBSET}"
     run_dir = tmp_path / name
     results = pd.read_csv(run_dir / "results.csv")
     # 3 normalizations x 3 regimes x 2 seeds; the no-norm micro-batch cells

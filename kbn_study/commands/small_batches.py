@@ -133,7 +133,8 @@ def main(argv=None):
     )
     run_dir = os.path.join(
         args.log_dir,
-        f"{stem}_{args.batches}x{batch_size}_seeds{args.seeds}_"
+        f"{stem}_{args.batches}x{batch_size}_sample{args.batches_per_sample}_"
+        f"seeds{args.seeds}_micro{'-'.join(map(str, args.micro_batches))}_"
         f"classes{args.classes_per_batch}_{dataset.tag}",
     )
     cells = [
