@@ -67,6 +67,7 @@ def compare_networks(
     title="",
     metadata=None,
     verbose=True,
+    make_callbacks=None,
 ):
     """Trains several networks on the same batches, one after the other.
 
@@ -83,6 +84,9 @@ def compare_networks(
         title: Plot title.
         metadata: JSON-serializable dict for `config.json`.
         verbose: Show progress bars.
+        make_callbacks: Optional function `(name, log_dir) -> callbacks`,
+            extra callbacks for each network's `fit` (`log_dir` is None
+            when `run_dir` is).
 
     Returns:
         A `ComparisonResult`.
@@ -105,6 +109,7 @@ def compare_networks(
             schedule,
             name,
             log_dir=log_dir,
+            callbacks=make_callbacks(name, log_dir) if make_callbacks else (),
             verbose=verbose,
         )
     result = ComparisonResult(networks, dataset.source, title=title)

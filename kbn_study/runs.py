@@ -251,6 +251,7 @@ def train_network(
     callbacks=(),
     verbose=True,
     batch_norm_statistics=True,
+    blocks=None,
 ):
     """Trains `model`, recording validation accuracy, then tests it.
 
@@ -268,6 +269,11 @@ def train_network(
         verbose: Show a progress bar.
         batch_norm_statistics: With `log_dir`, also log every batch norm's
             statistics (`kbn.callbacks.BatchNormStatistics`).
+        blocks: Optional endless iterator of `(indices, labels)` blocks of
+            `schedule.resolved_batches_per_step` batches of
+            `schedule.batch_size` (as `training_blocks`, which is the
+            default: i.i.d. batches in the seed's order), for another
+            batch order, for example batches drawn from a few classes.
 
     Returns:
         A `NetworkResult`; a run whose loss became NaN is recorded with
@@ -288,6 +294,7 @@ def train_network(
         all_callbacks.append(
             kbn_callbacks.TrainingProgress(schedule.batches, label=f"{name:>10}:")
         )
-    blocks = training_blocks(schedule, dataset)
+    if blocks is None:
+        blocks = training_blocks(schedule, dataset)
     wall_time = fit_batches(trainer, schedule, blocks, schedule.batches, all_callbacks)
     return network_result(name, recorder, model, dataset, wall_time)

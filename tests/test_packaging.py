@@ -37,6 +37,8 @@ SCRIPTS = {
     "kbn-sequential-mnist": "sequential_mnist",
     "kbn-distributed": "distributed",
     "kbn-benchmark": "benchmark",
+    "kbn-covariate-shift": "covariate_shift",
+    "kbn-small-batches": "small_batches",
 }
 
 COMMANDS = os.path.join(ROOT, "kbn_study", "commands")

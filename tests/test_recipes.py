@@ -168,6 +168,13 @@ BAD_INPUT = [
     ("benchmark.py", ["--backends", "torch"], 2, "argument --backends: expected some of ('jax', 'tensorflow'). Received: 'torch'"),
     ("benchmark.py", ["--batches", "100"], 2, "expected a multiple of 500"),
     ("benchmark.py", ["--out", "{unwritable}"], 2, "argument --out: cannot write there"),
+    ("covariate_shift.py", ["--unit", "100"], 2, "argument --unit: expected a unit of the last hidden layer, 0 to 99. Received: 100"),
+    ("covariate_shift.py", ["--probe-size", "0"], 2, "Received: '0'"),
+    ("covariate_shift.py", ["--data", "{random}"], 1, "Corrupt MNIST file {random}"),
+    ("small_batches.py", ["--micro-batches", "7"], 2, "argument --micro-batches: expected distinct divisors of the batch size 60, comma-separated, such as 2,4. Received: '7'"),
+    ("small_batches.py", ["--classes-per-batch", "7"], 2, "argument --classes-per-batch: expected a divisor of the batch size 60, at most 10 classes. Received: 7"),
+    ("small_batches.py", ["--model", "resnet"], 2, "invalid choice: 'resnet'"),
+    ("small_batches.py", ["--log-dir", "{file}"], 2, "expected a folder, but it is a file"),
 ]  # fmt: skip
 OUTPUT_FLAG = {"seed_grid.py": "--out", "benchmark.py": "--out"}
 
@@ -223,6 +230,8 @@ def test_help_is_fast_and_imports_no_framework():
         "sequential_mnist.py",
         "distributed.py",
         "benchmark.py",
+        "covariate_shift.py",
+        "small_batches.py",
     ],
 )
 def test_every_flag_has_a_description_and_its_default(recipe):
@@ -463,3 +472,75 @@ def test_distributed_two_workers_with_the_same_command(tmp_path):
     name = f"distributed_multiworker_relu_lr0.01_good_100x60_seed0_{SUBSET}"
     assert (tmp_path / "w0" / name / "results.csv").exists()
     assert not (tmp_path / "w1").exists()
+
+
+@pytest.mark.slow
+def test_covariate_shift_tiny(tmp_path):
+    result = run_recipe(
+        "covariate_shift.py", "--batches", "40", "--batches-per-sample", "10",
+        "--unit", "3", "--probe-size", "50", "--log-dir", tmp_path,
+    )  # fmt: skip
+    name = f"covariate_shift_sigmoid_lr0.01_good_40x60_sample10_seed0_{SUBSET}"
+    run_dir = tmp_path / name
+    _read_back(run_dir, ["without_bn", "with_bn"], [10, 20, 30, 40])
+    table = pd.read_csv(run_dir / "percentiles.csv")
+    # Step 0 and every sample; 100 units, 3 percentiles, 2 networks.
+    assert sorted(table["step"].unique()) == [0, 10, 20, 30, 40]
+    assert len(table) == 2 * 5 * 100 * 3
+    assert set(table["layer"]) == {"sigmoid_3"}
+    drift = pd.read_csv(run_dir / "drift.csv").set_index("network")
+    for network in ("without_bn", "with_bn"):
+        # The drift, recomputed from the percentiles: from step 0 (a tenth
+        # of 40 is nearest to 0) to 40, mean over units of |median change|.
+        medians = table[(table.network == network) & (table.percentile == 50)]
+        wide = medians.pivot(index="unit", columns="step", values="value")
+        expected = (wide[40] - wide[0]).abs().mean()
+        assert drift.loc[network, "median_drift"] == pytest.approx(expected)
+        assert drift.loc[network, "from_step"] == 0
+        assert f"{expected:.4f}" in result.stdout
+        # The TensorBoard run of the network holds the chosen percentiles
+        # (pooled over every unit) beside the accuracy, on the same steps.
+        scalars = read_scalars(run_dir / network)
+        events = scalars["activation_percentiles/sigmoid_3/p50"]
+        assert [s for s, _ in events] == [0, 10, 20, 30, 40]
+        bands = [scalars[f"activation_percentiles/sigmoid_3/p{q}"] for q in (15, 85)]
+        for (_, low), (_, median), (_, high) in zip(bands[0], events, bands[1]):
+            assert low <= median <= high
+    image = matplotlib.image.imread(run_dir / "covariate_shift.png")
+    assert image.shape[1] > 2 * image.shape[0]
+
+
+@pytest.mark.slow
+def test_small_batches_tiny(tmp_path):
+    result = run_recipe(
+        "small_batches.py", "--batches", "20", "--batches-per-sample", "10",
+        "--seeds", "2", "--micro-batches", "4", "--log-dir", tmp_path,
+    )  # fmt: skip
+    name = f"small_batches_mlp_sgd0.1_20x60_sample10_seeds2_micro4_classes2_{SUBSET}"
+    run_dir = tmp_path / name
+    results = pd.read_csv(run_dir / "results.csv")
+    # 3 normalizations x 3 regimes x 2 seeds; the no-norm micro-batch cells
+    # repeat the i.i.d. runs.
+    assert len(results) == 18
+    assert results["test_accuracy_population"].between(0, 1).all()
+    repeated = results[results["same_as"].notna()]
+    assert set(repeated["normalization"]) == {"none"}
+    assert set(repeated["regime"]) == {"micro4"}
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert len(summary) == 9 and (summary["seeds"] == 2).all()
+    cell = results[(results.normalization == "bn") & (results.regime == "noniid")]
+    row = summary[(summary.normalization == "bn") & (summary.regime == "noniid")]
+    assert row["test_accuracy_mean"].item() == pytest.approx(
+        cell["test_accuracy_population"].mean()
+    )
+    markdown = (run_dir / "summary.md").read_text()
+    mean, std = row["test_accuracy_mean"].item(), row["test_accuracy_std"].item()
+    assert f"{mean:.4f} ± {std:.4f}" in markdown
+    assert "| Batch renorm |" in markdown and "micro-batches of 4" in markdown
+    assert "noniid: batch norm" in result.stdout
+    curves = pd.read_csv(run_dir / "curves.csv")
+    assert sorted(curves["step"].unique()) == [10, 20]
+    image = matplotlib.image.imread(run_dir / "small_batches.png")
+    assert image.ndim == 3
+    scalars = read_scalars(run_dir / "noniid" / "renorm_seed1")
+    assert [s for s, _ in scalars["validation/accuracy"]] == [10, 20]

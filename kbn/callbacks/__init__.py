@@ -1,5 +1,6 @@
 """Callbacks for `model.fit`."""
 
+from kbn.callbacks.activation_percentiles import ActivationPercentiles
 from kbn.callbacks.batch_norm_statistics import BatchNormStatistics
 from kbn.callbacks.global_step import GlobalStepCallback
 from kbn.callbacks.progress import TrainingProgress
@@ -8,6 +9,7 @@ from kbn.callbacks.training_scalars import TrainingScalars
 from kbn.callbacks.validation_recorder import ValidationAccuracyRecorder
 
 __all__ = [
+    "ActivationPercentiles",
     "BatchNormStatistics",
     "GlobalStepCallback",
     "RenormClippingSchedule",

@@ -63,3 +63,13 @@ def kbn_distributed():
 def kbn_benchmark():
     """`kbn-benchmark`: `python -m kbn_study.commands.benchmark`."""
     _run("benchmark")
+
+
+def kbn_covariate_shift():
+    """`kbn-covariate-shift`: `python -m kbn_study.commands.covariate_shift`."""
+    _run("covariate_shift")
+
+
+def kbn_small_batches():
+    """`kbn-small-batches`: `python -m kbn_study.commands.small_batches`."""
+    _run("small_batches")
