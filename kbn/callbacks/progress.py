@@ -11,19 +11,19 @@ from kbn.callbacks.global_step import GlobalStepCallback
 class TrainingProgress(GlobalStepCallback):
     """One progress line over all training batches of a `fit()` call.
 
-    Keras's own bar restarts every epoch; the study counts its runs in
-    batches and reports batches per second, so this bar counts global steps
-    up to `total_batches` and shows the throughput and the latest training
-    loss. On a terminal it redraws in place; otherwise (logs, CI) it prints
-    one line when training ends. Use it with `fit(..., verbose=0)`. Under
-several JAX processes only process 0 writes (`kbn.distributed.is_writer`).
+        Keras's own bar restarts every epoch; the study counts its runs in
+        batches and reports batches per second, so this bar counts global steps
+        up to `total_batches` and shows the throughput and the latest training
+        loss. On a terminal it redraws in place; otherwise (logs, CI) it prints
+        one line when training ends. Use it with `fit(..., verbose=0)`. Under
+    several JAX processes only process 0 writes (`kbn.distributed.is_writer`).
 
-    Args:
-        total_batches: Number of batches the run will train for.
-        label: Text in front of the bar, such as the network's name.
-        interval: Minimum seconds between two redraws. Reading the loss
-            waits for the device, so it is not read on every call.
-        stream: Where to write; defaults to `sys.stdout`.
+        Args:
+            total_batches: Number of batches the run will train for.
+            label: Text in front of the bar, such as the network's name.
+            interval: Minimum seconds between two redraws. Reading the loss
+                waits for the device, so it is not read on every call.
+            stream: Where to write; defaults to `sys.stdout`.
     """
 
     def __init__(self, total_batches, label="", interval=0.25, stream=None):
