@@ -453,7 +453,7 @@ class _Throughput:
             def on_train_begin(self, logs=None):
                 super().on_train_begin(logs)
                 self.first, self.rate, self._start = first, float("nan"), None
-                self._begin = time.perf_counter()
+                self._t0 = time.perf_counter()
 
             def on_steps_end(self, logs=None):
                 if self._start is None and self.global_step >= self.first:
@@ -462,7 +462,7 @@ class _Throughput:
                     if report:
                         print(
                             f"Trained the first {self.first:,} batches (with "
-                            f"compilation) in {self._start - self._begin:.1f} s",
+                            f"compilation) in {self._start - self._t0:.1f} s",
                             flush=True,
                         )
 
