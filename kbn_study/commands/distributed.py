@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 
 from kbn_study import cli
 
@@ -334,20 +335,30 @@ def train_jax(args):
 
     try:
         return _train_jax(args, index, count)
-    except jax.errors.JaxRuntimeError as error:
+    except Exception as error:
         if count == 1:
             raise
-        first = str(error).strip().splitlines()[0]
-        print(
-            f"{os.path.basename(sys.argv[0]) or 'kbn'}: error: process {index} "
-            f"of {count}: training stopped: another process failed or cannot "
-            f"be reached ({type(error).__name__}: {first})",
-            file=sys.stderr,
-        )
+        # A failed peer breaks the next collective: an all-reduce of the
+        # training step (JaxRuntimeError) or the all-gather with which JAX
+        # checks the shapes of every input batch (ValueError), both "Gloo
+        # ... failed: ... Connection closed/reset by peer".
+        text = str(error).strip()
+        if isinstance(error, jax.errors.JaxRuntimeError) or "Gloo" in text:
+            print(
+                f"{os.path.basename(sys.argv[0]) or 'kbn'}: error: process "
+                f"{index} of {count}: training stopped: another process failed "
+                f"or cannot be reached ({type(error).__name__}: "
+                f"{text.splitlines()[0] if text else ''})",
+                file=sys.stderr,
+            )
+        else:
+            traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
         # Not a normal exit: JAX's exit handler would wait for the failed
-        # process at its shutdown barrier, then abort with a stack trace.
+        # process at its shutdown barrier (up to the heartbeat timeout),
+        # then abort with a stack trace. The others see this process's
+        # connections close and stop at once.
         os._exit(1)
 
 
