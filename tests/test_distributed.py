@@ -13,6 +13,7 @@ import pytest
 
 from kbn import distributed
 from tests.helpers import free_ports
+from tests.helpers import read_scalars
 
 pytestmark = pytest.mark.slow  # several processes each
 
@@ -226,6 +227,11 @@ def test_a_killed_jax_process_stops_the_other_with_a_clear_error(tmp_path):
         "error: process 0 of 2: training stopped: another process failed or "
         "cannot be reached"
     ) in err, err[-3000:]
+    # What process 0 wrote before is intact: its event file reads back.
+    (events,) = tmp_path.rglob("events.out.tfevents.*")
+    assert [step for step, _ in read_scalars(events.parent)["validation/accuracy"]][
+        :1
+    ] == [20]
 
 
 def test_a_process_that_cannot_reach_the_coordinator(tmp_path):
