@@ -249,7 +249,13 @@ def test_every_flag_has_a_description_and_its_default(recipe):
             continue
         described = text.split("  ", 1)[-1] if "  " in " ".join(entry) else ""
         assert described, f"{recipe} {flag} has no description"
-        store_true = flag in ("--full", "--pixels", "--permute", "--unsynchronized")
+        store_true = flag in (
+            "--full",
+            "--pixels",
+            "--permute",
+            "--unsynchronized",
+            "--scaling",
+        )
         if not store_true:
             assert "default" in text, f"{recipe} {flag}: {text}"
         assert text.count("(default:") <= 1, f"{recipe} {flag}: {text}"
