@@ -8,11 +8,14 @@ norm through `kbn_study.runs.train_network` (`model.fit` on a
 `OUT/logs`) for 20 global batches of 60, each process feeding its shard,
 and saves the weights, moving statistics and recorded validation curve to
 `OUT/state<NUM_PROCESSES>_<PROCESS_ID>.npz`. With NUM_PROCESSES 1 it is the
-single-process run of the same global batches.
+single-process run of the same global batches. Process 1 is made slower
+than the others (it sleeps after every Keras step): the others wait for
+it in the next collective, and nothing deadlocks.
 """
 
 import os
 import sys
+import time
 
 os.environ["KERAS_BACKEND"] = "jax"
 os.environ.setdefault("KBN_OFFLINE", "1")
@@ -51,6 +54,11 @@ def main(out, count, index, coordinator=None):
         "with_bn",
         log_dir=os.path.join(out, f"logs{count}", "with_bn"),
         verbose=False,
+        callbacks=[
+            keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_: time.sleep(1))
+        ]
+        if index == 1
+        else [],
     )
     state = {v.path: np.asarray(v.value) for v in model.weights}
     state["curve_steps"] = np.array(result.steps)
