@@ -388,10 +388,13 @@ def _train_jax(args, index, count):
     )
     if chief:
         dataset = cli.load_data(args)
-    else:
+    else:  # the same data, without process 0's lines
+        import contextlib
+        import io
+
         from kbn_study import mnist
 
-        with cli.bad_input_exits():
+        with cli.bad_input_exits(), contextlib.redirect_stdout(io.StringIO()):
             dataset = mnist.load_mnist(args.data, name=args.dataset)
     devices = keras.distribution.list_devices()
     say(
