@@ -16,6 +16,7 @@ it in the next collective, and nothing deadlocks.
 import os
 import sys
 import time
+import traceback
 
 os.environ["KERAS_BACKEND"] = "jax"
 os.environ.setdefault("KBN_OFFLINE", "1")
@@ -31,7 +32,12 @@ def main(out, count, index, coordinator=None):
     count, index = int(count), int(index)
     if count > 1:
         distributed.initialize_jax_processes(
-            coordinator, count, index, initialization_timeout=60, heartbeat_timeout=10
+            coordinator,
+            count,
+            index,
+            initialization_timeout=60,
+            heartbeat_timeout=10,
+            shutdown_timeout=30,
         )
         keras.distribution.set_distribution(distributed.BlockDataParallel())
 
@@ -55,7 +61,9 @@ def main(out, count, index, coordinator=None):
         log_dir=os.path.join(out, f"logs{count}", "with_bn"),
         verbose=False,
         callbacks=[
-            keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_: time.sleep(1))
+            keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda batch, logs: time.sleep(1)
+            )
         ]
         if index == 1
         else [],
@@ -70,4 +78,11 @@ def main(out, count, index, coordinator=None):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    try:
+        main(*sys.argv[1:])
+    except BaseException:
+        # Exit at once: a normal exit would wait at JAX's shutdown barrier
+        # for the other process, which waits in a collective for this one.
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
