@@ -32,7 +32,11 @@ stops answering without closing them (frozen, network cut) is declared dead
 after `heartbeat_timeout` seconds, and JAX's runtime then aborts the others
 with "The following tasks are unhealthy (stopped sending heartbeats)"; a
 process that cannot reach the coordinator gives up after
-`initialization_timeout` seconds.
+`initialization_timeout` seconds. A process that raises must not exit
+normally: JAX's exit handler would wait at its shutdown barrier for the
+others, which wait in their next collective for it. Print the error and
+end it with `os._exit(1)` (as `recipes/distributed.py` does); the others
+then stop at once.
 """
 
 import json
