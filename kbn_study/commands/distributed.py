@@ -335,15 +335,20 @@ def train_jax(args):
 
     try:
         return _train_jax(args, index, count)
-    except Exception as error:
+    except BaseException as error:
         if count == 1:
             raise
-        # A failed peer breaks the next collective: an all-reduce of the
-        # training step (JaxRuntimeError) or the all-gather with which JAX
-        # checks the shapes of every input batch (ValueError), both "Gloo
-        # ... failed: ... Connection closed/reset by peer".
+        status = 1
         text = str(error).strip()
-        if isinstance(error, jax.errors.JaxRuntimeError) or "Gloo" in text:
+        if isinstance(error, SystemExit):  # its error line is printed
+            status = error.code if isinstance(error.code, int) else 1
+        elif isinstance(error, KeyboardInterrupt):
+            status = 130
+        elif isinstance(error, jax.errors.JaxRuntimeError) or "Gloo" in text:
+            # A failed peer breaks the next collective: an all-reduce of the
+            # training step (JaxRuntimeError) or the all-gather with which
+            # JAX checks the shapes of every input batch (ValueError), both
+            # "Gloo ... failed: ... Connection closed/reset by peer".
             print(
                 f"{os.path.basename(sys.argv[0]) or 'kbn'}: error: process "
                 f"{index} of {count}: training stopped: another process failed "
@@ -355,11 +360,11 @@ def train_jax(args):
             traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
-        # Not a normal exit: JAX's exit handler would wait for the failed
-        # process at its shutdown barrier (up to the heartbeat timeout),
-        # then abort with a stack trace. The others see this process's
-        # connections close and stop at once.
-        os._exit(1)
+        # Not a normal exit: JAX's exit handler would wait at its shutdown
+        # barrier for the other processes, which wait in their next
+        # collective for this one. They see this process's connections
+        # close and stop at once.
+        os._exit(status)
 
 
 def _train_jax(args, index, count):
@@ -396,6 +401,8 @@ def _train_jax(args, index, count):
 
         with cli.bad_input_exits(), contextlib.redirect_stdout(io.StringIO()):
             dataset = mnist.load_mnist(args.data, name=args.dataset)
+    if count > 1:
+        _check_same_data(dataset, index, count)
     devices = keras.distribution.list_devices()
     say(
         f"Strategy: {JAX}, {count} process(es), {len(devices)} device(s), "
@@ -455,6 +462,28 @@ def _train_jax(args, index, count):
     # Process 0 writes while the others wait here: nobody exits first.
     distributed.barrier("kbn-distributed-end")
     return result
+
+
+def _check_same_data(dataset, index, count):
+    """Exits unless every process loaded the same data (same tag).
+
+    A machine without Keras's MNIST cache falls back to the shipped subset:
+    the processes would then feed shards of different datasets.
+    """
+    import hashlib
+
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    digest = hashlib.sha256(dataset.tag.encode()).digest()[:8]
+    mine = np.frombuffer(digest, dtype="uint8")
+    every = np.asarray(multihost_utils.process_allgather(mine))
+    if not (every == every[0]).all():
+        cli.error(
+            f"process {index} of {count}: the processes loaded different data "
+            f"(this one: {dataset.tag}). Expected the same data everywhere: "
+            "pass the same --data file to every process"
+        )
 
 
 class _Throughput:
