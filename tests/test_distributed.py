@@ -282,3 +282,36 @@ def test_bad_coordinator_addresses():
     with pytest.raises(ValueError, match="Received: coordinator='host'"):
         distributed.parse_address("host")
     assert distributed.parse_address("10.0.0.1:1234") == ("10.0.0.1", 1234)
+
+
+def test_jax_processes_with_different_data_stop_with_a_clear_error(tmp_path):
+    # An npz in Keras's format, other than the shipped subset that the
+    # other process falls back to (offline, without Keras's cache).
+    subset = np.load(os.path.join(ROOT, "kbn_study", "resources", "mnist_5k.npz"))
+    images, labels = (np.concatenate([subset[k]] * 2) for k in ("images", "labels"))
+    other = tmp_path / "other.npz"
+    np.savez(
+        other,
+        x_train=images[:8000],
+        y_train=labels[:8000],
+        x_test=images[8000:],
+        y_test=labels[8000:],
+    )
+    coordinator = f"127.0.0.1:{free_ports(1)[0]}"
+    common = [
+        os.path.join(ROOT, "recipes", "distributed.py"),
+        "--strategy", "jax-multiprocess", "--batches", 20,
+        "--batches-per-sample", 10, "--coordinator", coordinator,
+        "--log-dir", tmp_path / "logs",
+    ]  # fmt: skip
+    processes = [
+        _start([*common, "--process-id", 0]),
+        _start([*common, "--process-id", 1, "--data", other]),
+    ]
+    results = _finish(processes, timeout=240)
+    for index, (code, _, err) in enumerate(results):
+        assert code == 1, err[-3000:]
+        assert (
+            f"error: process {index} of 2: the processes loaded different data"
+        ) in err, err[-3000:]
+    assert not (tmp_path / "logs").exists()
