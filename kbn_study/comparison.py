@@ -12,6 +12,7 @@ writes everything a run leaves under its folder:
 - `<network>/`: TensorBoard logs.
 """
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -131,7 +132,12 @@ def circumstances(dataset):
 
 
 def write_comparison(result, run_dir, metadata):
-    """Writes config, results, curves and plot of `result`; returns the paths."""
+    """Writes config, results, curves and plot of `result`; returns the paths.
+
+    Each file is written under a temporary name and then renamed, so that a
+    process ended while writing (a failed distributed run) leaves either
+    the earlier file or the new one, never half of one.
+    """
     os.makedirs(run_dir, exist_ok=True)
     paths = {
         "config": os.path.join(run_dir, "config.json"),
@@ -141,17 +147,32 @@ def write_comparison(result, run_dir, metadata):
         "plot": os.path.join(run_dir, "accuracy.png"),
         "tensorboard": run_dir,
     }
-    with open(paths["config"], "w") as f:
+    with _replacing(paths["config"]) as path, open(path, "w") as f:
         json.dump(metadata, f, indent=2)
     summary = result.summary()
-    with open(paths["results_json"], "w") as f:
+    with _replacing(paths["results_json"]) as path, open(path, "w") as f:
         json.dump(summary.to_dict(orient="records"), f, indent=2, default=_json_default)
-    summary.to_csv(paths["results_csv"], index=False)
-    result.curves().to_csv(paths["curves"], index=False)
+    with _replacing(paths["results_csv"]) as path:
+        summary.to_csv(path, index=False)
+    with _replacing(paths["curves"]) as path:
+        result.curves().to_csv(path, index=False)
     figure = plots.plot_training_accuracies(result)
-    figure.savefig(paths["plot"], dpi=120)
+    with _replacing(paths["plot"]) as path:
+        figure.savefig(path, dpi=120, format="png")
     plots.close(figure)
     return paths
+
+
+@contextlib.contextmanager
+def _replacing(path):
+    """Yields a temporary name beside `path`, renamed to `path` at the end."""
+    temporary = f"{path}.partial"
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def clear_event_files(log_dir):

@@ -30,6 +30,7 @@ import numpy as np
 
 from kbn import callbacks as kbn_callbacks
 from kbn import checks
+from kbn import distributed
 from kbn.evaluation import Accuracy
 from kbn.trainer import MultiStepTrainer
 from kbn.trainer import index_batches
@@ -266,7 +267,8 @@ def train_network(
             batch-norm statistics, all against the global batch (see
             `tensorboard_callbacks`).
         callbacks: Extra callbacks for `fit`.
-        verbose: Show a progress bar.
+        verbose: Show a progress bar (on process 0 only, under several
+            JAX processes).
         batch_norm_statistics: With `log_dir`, also log every batch norm's
             statistics (`kbn.callbacks.BatchNormStatistics`).
         blocks: Optional endless iterator of `(indices, labels)` blocks of
@@ -296,5 +298,9 @@ def train_network(
         )
     if blocks is None:
         blocks = training_blocks(schedule, dataset)
+    if distributed.process_count() > 1:
+        # Several JAX processes (kbn.distributed): each generates the same
+        # global blocks and feeds its shard; `fit` reassembles them.
+        blocks = distributed.process_shards(blocks)
     wall_time = fit_batches(trainer, schedule, blocks, schedule.batches, all_callbacks)
     return network_result(name, recorder, model, dataset, wall_time)

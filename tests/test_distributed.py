@@ -1,9 +1,11 @@
-"""Synchronized batch statistics on tf.distribute: 2 logical CPUs, 2 workers."""
+"""Data-parallel training: tf.distribute (2 logical CPUs, 2 workers) and several
+JAX processes on 127.0.0.1."""
 
 import json
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 
 from kbn import distributed
 from tests.helpers import free_ports
+from tests.helpers import read_scalars
 
 pytestmark = pytest.mark.slow  # several processes each
 
@@ -120,3 +123,195 @@ def test_jax_data_parallel_statistics_are_global_by_construction():
     assert report["devices"] == 2
     for mode in ("unsynchronized", "synchronized"):
         assert report[mode]["weights"] < 1e-5 and report[mode]["moving_mean"] < 1e-5
+
+
+# Several JAX processes on 127.0.0.1 (kbn.distributed.initialize_jax_processes).
+
+
+def _start(args, **popen):
+    return subprocess.Popen(
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "KERAS_BACKEND": "jax",
+            "KBN_OFFLINE": "1",
+            "PYTHONPATH": ROOT,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def _finish(processes, timeout):
+    """Waits for every process; kills them all if any is still running at the
+    end (or the test fails); returns their (returncode, stdout, stderr)."""
+    deadline = time.monotonic() + timeout
+    results = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+            results.append((process.returncode, out, err))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return results
+
+
+def test_two_jax_processes_train_as_one(tmp_path):
+    """Two processes, each feeding half of every global batch of 60 through
+    `fit`, end with the same weights, moving statistics and validation curve
+    as each other and as one process trained on the same global batches."""
+    script = os.path.join(HERE, "jax_process.py")
+    coordinator = f"127.0.0.1:{free_ports(1)[0]}"
+    processes = [_start([script, tmp_path, 1, 0])] + [
+        _start([script, tmp_path, 2, i, coordinator]) for i in range(2)
+    ]
+    results = _finish(processes, timeout=240)
+    for code, out, err in results:
+        assert code == 0, out[-2000:] + err[-3000:]
+    single = np.load(tmp_path / "state1_0.npz")
+    first, second = (np.load(tmp_path / f"state2_{i}.npz") for i in range(2))
+    assert sorted(single.files) == sorted(first.files)
+    assert any("moving_mean" in key for key in single.files)
+    for key in single.files:
+        # The processes hold one replicated array: bit for bit the same.
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+        # Against one process: the same sums, added in another order (the
+        # all-reduce adds two half-batch partial sums) in float32, over 20
+        # steps: differences of a few float32 roundings of values of order 1.
+        np.testing.assert_allclose(
+            first[key], single[key], rtol=1e-5, atol=1e-5, err_msg=key
+        )
+    np.testing.assert_array_equal(first["curve_steps"], [10, 20])
+    # Only process 0 wrote TensorBoard events: one event file, in its folder.
+    events = list((tmp_path / "logs2").rglob("events.out.tfevents.*"))
+    assert len(events) == 1, events
+
+
+def test_a_killed_jax_process_stops_the_other_with_a_clear_error(tmp_path):
+    """Kill process 1 during training: process 0 exits with status 1 and one
+    error line well within the heartbeat timeout (a dead process's closed
+    connections fail the next all-reduce at once)."""
+    heartbeat = 10
+    coordinator = f"127.0.0.1:{free_ports(1)[0]}"
+    recipe = os.path.join(ROOT, "recipes", "distributed.py")
+    common = [
+        recipe, "--strategy", "jax-multiprocess", "--num-processes", 2,
+        "--batches", 1_000_000, "--batches-per-sample", 20,
+        "--heartbeat-timeout", heartbeat, "--coordinator", coordinator,
+        "--log-dir", tmp_path,
+    ]  # fmt: skip
+    processes = [_start([*common, "--process-id", i]) for i in range(2)]
+    try:
+        lines = []
+        for line in processes[0].stdout:  # until training runs
+            lines.append(line)
+            if line.startswith("Trained the first"):
+                break
+        assert lines and lines[-1].startswith("Trained the first"), "".join(lines)
+        processes[1].kill()
+        killed = time.monotonic()
+        processes[0].wait(timeout=heartbeat + 20)
+        elapsed = time.monotonic() - killed
+    finally:
+        results = _finish(processes, timeout=5)
+    code, _, err = results[0]
+    assert code == 1, err[-3000:]
+    assert elapsed < heartbeat, elapsed
+    assert (
+        "error: process 0 of 2: training stopped: another process failed or "
+        "cannot be reached"
+    ) in err, err[-3000:]
+    # What process 0 wrote before is intact: its event file reads back.
+    (events,) = tmp_path.rglob("events.out.tfevents.*")
+    assert [step for step, _ in read_scalars(events.parent)["validation/accuracy"]][
+        :1
+    ] == [20]
+
+
+def test_a_process_that_cannot_reach_the_coordinator(tmp_path):
+    port = free_ports(1)[0]  # nobody listens there
+    start = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable, os.path.join(ROOT, "recipes", "distributed.py"),
+            "--strategy", "jax-multiprocess", "--process-id", "1",
+            "--coordinator", f"127.0.0.1:{port}", "--initialization-timeout", "2",
+            "--log-dir", str(tmp_path),
+        ],
+        env={**os.environ, "KBN_OFFLINE": "1", "PYTHONPATH": ROOT},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert (
+        f"error: process 1 of 2: Could not reach the coordinator (process 0) at "
+        f"127.0.0.1:{port} within 2 s"
+    ) in result.stderr, result.stderr[-3000:]
+    assert time.monotonic() - start < 100  # start-up, then 2 s of tries
+
+
+def test_process_shards_split_the_batch_axis():
+    blocks = [(np.arange(12).reshape(2, 6), np.arange(12).reshape(2, 6) * 10)]
+    shards = [
+        next(distributed.process_shards(iter(blocks), index=i, count=3))
+        for i in range(3)
+    ]
+    np.testing.assert_array_equal(shards[1][0], [[2, 3], [8, 9]])
+    np.testing.assert_array_equal(
+        np.concatenate([s[1] for s in shards], axis=1), blocks[0][1]
+    )
+    with pytest.raises(ValueError, match="Received: batch_size=6"):
+        next(distributed.process_shards(iter(blocks), index=0, count=4))
+
+
+def test_block_layout_splits_axis_1():
+    layout = distributed.BlockDataParallel(
+        devices=keras.distribution.list_devices()[:1]
+    )
+    assert layout.get_data_layout((5, 60)).axes == (None, "batch")
+    assert layout.get_data_layout((5, 60, 784)).axes == (None, "batch", None)
+    assert layout.get_data_layout((60,)).axes == ("batch",)
+
+
+def test_bad_coordinator_addresses():
+    with pytest.raises(ValueError, match="Received: coordinator='host'"):
+        distributed.parse_address("host")
+    assert distributed.parse_address("10.0.0.1:1234") == ("10.0.0.1", 1234)
+
+
+def test_jax_processes_with_different_data_stop_with_a_clear_error(tmp_path):
+    # An npz in Keras's format, other than the shipped subset that the
+    # other process falls back to (offline, without Keras's cache).
+    subset = np.load(os.path.join(ROOT, "kbn_study", "resources", "mnist_5k.npz"))
+    images, labels = (np.concatenate([subset[k]] * 2) for k in ("images", "labels"))
+    other = tmp_path / "other.npz"
+    np.savez(
+        other,
+        x_train=images[:8000],
+        y_train=labels[:8000],
+        x_test=images[8000:],
+        y_test=labels[8000:],
+    )
+    coordinator = f"127.0.0.1:{free_ports(1)[0]}"
+    common = [
+        os.path.join(ROOT, "recipes", "distributed.py"),
+        "--strategy", "jax-multiprocess", "--batches", 20,
+        "--batches-per-sample", 10, "--coordinator", coordinator,
+        "--log-dir", tmp_path / "logs",
+    ]  # fmt: skip
+    processes = [
+        _start([*common, "--process-id", 0]),
+        _start([*common, "--process-id", 1, "--data", other]),
+    ]
+    results = _finish(processes, timeout=240)
+    for index, (code, _, err) in enumerate(results):
+        assert code == 1, err[-3000:]
+        assert (
+            f"error: process {index} of 2: the processes loaded different data"
+        ) in err, err[-3000:]
+    assert not (tmp_path / "logs").exists()

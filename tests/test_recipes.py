@@ -165,6 +165,11 @@ BAD_INPUT = [
     ("distributed.py", ["--strategy", "ring"], 2, "invalid choice: 'ring'"),
     ("distributed.py", ["--devices", "0"], 2, "Received: '0'"),
     ("distributed.py", ["--global-batch-size", "61", "--batches", "10"], 2, "Received: global_batch_size=61"),
+    ("distributed.py", ["--process-id", "0"], 2, "only with --strategy jax-multiprocess"),
+    ("distributed.py", ["--strategy", "jax-multiprocess", "--process-id", "2"], 2, "Received: process_id=2"),
+    ("distributed.py", ["--strategy", "jax-multiprocess", "--process-id", "1"], 2, "Received: no --coordinator"),
+    ("distributed.py", ["--strategy", "jax-multiprocess", "--process-id", "1", "--coordinator", "host"], 2, "Received: coordinator='host'"),
+    ("distributed.py", ["--strategy", "jax-multiprocess", "--unsynchronized"], 2, "whatever the layer says"),
     ("benchmark.py", ["--backends", "torch"], 2, "argument --backends: expected some of ('jax', 'tensorflow'). Received: 'torch'"),
     ("benchmark.py", ["--batches", "100"], 2, "expected a multiple of 500"),
     ("benchmark.py", ["--out", "{unwritable}"], 2, "argument --out: cannot write there"),
@@ -253,7 +258,13 @@ def test_every_flag_has_a_description_and_its_default(recipe):
             continue
         described = text.split("  ", 1)[-1] if "  " in " ".join(entry) else ""
         assert described, f"{recipe} {flag} has no description"
-        store_true = flag in ("--full", "--pixels", "--permute", "--unsynchronized")
+        store_true = flag in (
+            "--full",
+            "--pixels",
+            "--permute",
+            "--unsynchronized",
+            "--scaling",
+        )
         if not store_true:
             assert "default" in text, f"{recipe} {flag}: {text}"
         assert text.count("(default:") <= 1, f"{recipe} {flag}: {text}"
@@ -437,6 +448,27 @@ def test_distributed_mirrored_equals_one_device(tmp_path):
         _read_back(tmp_path / name, ["with_bn"], [50, 100])
     for key in ("final_validation_accuracy", "test_accuracy"):
         assert finals["none"][key] == finals["mirrored"][key]
+
+
+@pytest.mark.slow
+def test_distributed_two_jax_processes_started_by_one_command(tmp_path):
+    result = run_recipe(
+        "distributed.py", "--strategy", "jax-multiprocess", "--num-processes", "2",
+        "--batches", "20", "--batches-per-sample", "10", "--log-dir", tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    # Process 0 prints the run's lines, once; the all-reduces of the MLP's
+    # step: its 99,400 + 600 trainable weights (gradients, float32) and more.
+    assert result.stdout.count("Strategy: jax-multiprocess, 2 process(es)") == 1
+    assert result.stdout.count("with_bn:") == 1  # one progress line
+    assert "All-reduced per batch:" in result.stdout
+    name = f"distributed_jax2proc_relu_lr0.01_good_20x60_sample10_seed0_{SUBSET}"
+    _read_back(tmp_path / name, ["with_bn"], [10, 20])
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert len(list((tmp_path / name).rglob("events.out.tfevents.*"))) == 1
+    config = json.loads((tmp_path / name / "config.json").read_text())
+    assert config["processes"] == 2 and config["devices"] == 2
+    assert config["all_reduced_per_batch"]["bytes"] >= 4 * 100_000
 
 
 @pytest.mark.slow

@@ -10,11 +10,18 @@ release closes it. The callbacks flush after every sample, so what they
 wrote is on disk even when `fit` raises (Keras then skips `on_train_end`,
 and the writer stays open).
 
+Under several JAX processes (`kbn.distributed.initialize_jax_processes`)
+every process runs the callbacks, whose inference passes are collective,
+but only process 0 writes: the others get a writer that discards
+everything, and create no file.
+
 TensorFlow is imported here, lazily: only a callback that writes needs it.
 """
 
 import glob
 import os
+
+from kbn import distributed
 
 _writers = {}  # folder: [writer, users, its event file]
 
@@ -24,7 +31,11 @@ def acquire(log_dir):
     import tensorflow as tf
 
     key = os.path.abspath(os.fspath(log_dir))
+    if not distributed.is_writer():
+        key = ("discarded", key)
     entry = _writers.get(key)
+    if entry is None and isinstance(key, tuple):
+        entry = _writers[key] = [tf.summary.create_noop_writer(), 0, None]
     if entry is not None and entry[2] is not None and not os.path.exists(entry[2]):
         # Its file was removed (a run replacing an earlier one) while a run
         # that raised, and so never released it, still held the writer.
@@ -43,6 +54,8 @@ def acquire(log_dir):
 def release(log_dir):
     """Gives back a writer from `acquire`; the last release closes it."""
     key = os.path.abspath(os.fspath(log_dir))
+    if not distributed.is_writer():
+        key = ("discarded", key)
     entry = _writers.get(key)
     if entry is None:
         return
