@@ -181,10 +181,11 @@ def load_data(args, **kwargs):
     return dataset
 
 
-def add_sweep_arguments(parser):
-    """`--workers N` or `--ray [ADDRESS]`: where a sweep's independent runs execute."""
+def add_sweep_arguments(parser, ray=True):
+    """`--workers N` or `--ray [ADDRESS]`: where a sweep's independent runs
+    execute (`--workers` alone with `ray=False`)."""
     cores = _cores()
-    where = parser.add_mutually_exclusive_group()
+    where = parser.add_mutually_exclusive_group() if ray else parser
     where.add_argument(
         "--workers",
         type=positive_int,
@@ -195,6 +196,8 @@ def add_sweep_arguments(parser):
         help="run the runs in N worker processes, one thread each (default: one "
         f"per core available to this process, here {cores})",
     )
+    if not ray:
+        return
     where.add_argument(
         "--ray",
         nargs="?",
@@ -216,7 +219,7 @@ def _cores():
 
 def check_sweep_arguments(parser, args):
     """Exits with one line if `--ray` is asked for and Ray is not installed."""
-    if args.ray is not None and importlib.util.find_spec("ray") is None:
+    if getattr(args, "ray", None) is not None and not importlib.util.find_spec("ray"):
         parser.error(
             "argument --ray: Ray is not installed here. Install it with: pip "
             'install "kbn[ray]"'
@@ -227,7 +230,7 @@ def sweep_executor(args):
     """The `kbn_study.sweep` executor of `add_sweep_arguments`' flags."""
     from kbn_study import sweep
 
-    if args.ray is not None:
+    if getattr(args, "ray", None) is not None:
         return sweep.Ray(None if args.ray == "local" else args.ray)
     return sweep.Workers(args.workers)  # None: one per core
 
