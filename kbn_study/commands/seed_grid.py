@@ -89,14 +89,18 @@ def main(argv=None):
     if args.time_workers:
         from kbn_study import sweep_timing
 
-        return sweep_timing.time_workers(
-            args.out,
-            dataset,
-            args.time_workers,
-            args.configurations,
-            seeds=args.seeds,
-            fraction=args.fraction,
-        )
+        try:
+            return sweep_timing.time_workers(
+                args.out,
+                dataset,
+                args.time_workers,
+                args.configurations,
+                seeds=args.seeds,
+                fraction=args.fraction,
+            )
+        except KeyboardInterrupt:
+            print("\nInterrupted: no timing.")
+            raise SystemExit(130) from None
     start = time.perf_counter()
     try:
         with cli.bad_input_exits():  # e.g. a results.csv of an older version
