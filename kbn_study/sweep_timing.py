@@ -31,14 +31,16 @@ def time_workers(out_dir, dataset, counts, configurations, seeds=1, fraction=1.0
 
     Returns:
         A DataFrame, one row per count: `workers`, `runs`, `wall_time_s`,
-        `mean_run_s` (mean training time of a run), `speed_up` (over the
-        first count); its `attrs["identical"]` says whether every run's
-        accuracies were identical.
+        `mean_run_s` (mean training time of a run), `load_before` (the
+        1-minute load average before), `speed_up` (over the first count);
+        its `attrs["identical"]` says whether every run's accuracies were
+        identical.
     """
     frames, curves, rows = {}, {}, []
     for count in counts:
         folder = os.path.join(out_dir, "time_workers", str(count))
         shutil.rmtree(folder, ignore_errors=True)
+        load = os.getloadavg()[0]
         start = time.perf_counter()
         frames[count] = grid.run_grid(
             folder,
@@ -56,6 +58,7 @@ def time_workers(out_dir, dataset, counts, configurations, seeds=1, fraction=1.0
                 "runs": len(frames[count]),
                 "wall_time_s": wall,
                 "mean_run_s": frames[count]["wall_time_s"].astype(float).mean(),
+                "load_before": load,
             }
         )
     table = pd.DataFrame(rows)
@@ -104,13 +107,16 @@ def _report(table, differences):
             "wall time": table["wall_time_s"].map("{:.1f} s".format),
             "mean training time of a run": table["mean_run_s"].map("{:.2f} s".format),
             "speed-up": table["speed_up"].map("{:.2f}x".format),
+            "load average before": table["load_before"].map("{:.1f}".format),
         }
     )
     lines = [
         "# Sweep timing",
         "",
         f"The same {table['runs'].iloc[0]} runs, from scratch, one count after "
-        f"the other; {workers.default_count()} cores available to this process.",
+        f"the other; {workers.default_count()} cores available to this process. "
+        "A load average above the core count means other processes compete for "
+        "the cores: the speed-up is then not the machine's.",
         "",
         shown.to_markdown(index=False, disable_numparse=True),
         "",

@@ -1,5 +1,6 @@
 """Sweeps in worker processes and on Ray: same results, nothing lost, nothing left."""
 
+import contextlib
 import importlib.util
 import io
 import os
@@ -153,3 +154,40 @@ def test_workers_1_and_2_and_ray_give_identical_runs(mnist_subset, tmp_path):
         pd.testing.assert_frame_equal(curves[name], curves["one"], check_exact=True)
     # Training did happen: the runs with batch norm differ from each other.
     assert results["one"]["final_validation_accuracy"].nunique() > 1
+
+
+class _LosesTheFirstRun:
+    """An executor that runs in this process but loses the first task, as if
+    its worker had died twice."""
+
+    description = "a test executor"
+
+    @contextlib.contextmanager
+    def start(self, dataset):
+        yield self
+
+    def run(self, function, items, stop=lambda: False):
+        for index, item in enumerate(items):
+            if index == 0:
+                yield workers.Outcome(index, lost="its worker process died 2 times")
+            else:
+                yield workers.Outcome(index, function(self.mnist, item, None))
+
+
+def test_a_lost_run_is_listed_as_failed_and_runs_again_later(mnist_subset, tmp_path):
+    configs = study.select_configurations("sigmoid:1:good:2000")
+    executor = _LosesTheFirstRun()
+    executor.mnist = mnist_subset
+    rows = grid.run_grid(
+        tmp_path, mnist_subset, configs, fraction=0.005, verbose=False,
+        executor=executor,
+    )  # fmt: skip
+    assert rows.attrs["lost"] == 1 and rows["network"].tolist() == ["with_bn"]
+    failed = pd.read_csv(tmp_path / "failed.csv")
+    assert failed["network"].tolist() == ["without_bn"]
+    assert failed["reason"].tolist() == ["its worker process died 2 times"]
+    again = grid.run_grid(
+        tmp_path, mnist_subset, configs, fraction=0.005, verbose=False
+    )
+    assert again.attrs["lost"] == 0
+    assert again["network"].tolist() == ["without_bn", "with_bn"]  # grid order
