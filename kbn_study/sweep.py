@@ -25,6 +25,7 @@ with any count and on `Ray`.
 import contextlib
 import importlib.util
 import os
+import pickle
 
 from kbn_study import workers
 
@@ -66,7 +67,9 @@ class Workers:
         pool = workers.WorkerPool(
             self.count,
             environment={"KERAS_BACKEND": keras.backend.backend()},
-            setup=(_keep_dataset, (dataset,)),
+            # Pickled here, unpickled in the worker after its start-up (the
+            # dataset's classes import Keras).
+            setup=(_keep_dataset, (pickle.dumps(dataset, protocol=5),)),
         )
         with pool:
             yield _WorkersSession(pool)
@@ -177,12 +180,16 @@ class _RaySession:
                     ray.cancel(ref, force=True)
 
 
-def _keep_dataset(dataset):
-    """A worker's set-up: keeps the dataset, imports Keras before the first run."""
+def _keep_dataset(pickled_dataset):
+    """A worker's set-up: imports Keras (TensorFlow's start-up log lines
+    filtered out, as in the parent), then keeps the dataset."""
     global _DATASET
+    from kbn_study import cli
+
+    cli.start(default_backend=os.environ.get("KERAS_BACKEND", "jax"))
     import keras  # noqa: F401
 
-    _DATASET = dataset
+    _DATASET = pickle.loads(pickled_dataset)
 
 
 def _with_dataset(task):
