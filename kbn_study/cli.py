@@ -181,6 +181,60 @@ def load_data(args, **kwargs):
     return dataset
 
 
+def add_sweep_arguments(parser, ray=True):
+    """`--workers N` or `--ray [ADDRESS]`: where a sweep's independent runs
+    execute (`--workers` alone with `ray=False`)."""
+    cores = _cores()
+    where = parser.add_mutually_exclusive_group() if ray else parser
+    where.add_argument(
+        "--workers",
+        type=positive_int,
+        # None, not `cores`: argparse sees an explicit value equal to the
+        # default as absent, and would allow `--ray --workers 2`.
+        default=None,
+        metavar="N",
+        help="run the runs in N worker processes, one thread each (default: one "
+        f"per core available to this process, here {cores})",
+    )
+    if not ray:
+        return
+    where.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the runs as Ray tasks of one CPU each: on a new local Ray "
+        "instance (no ADDRESS) or a running cluster ('auto', "
+        "'ray://host:port'); needs Ray (default: no Ray)",
+    )
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_sweep_arguments(parser, args):
+    """Exits with one line if `--ray` is asked for and Ray is not installed."""
+    if getattr(args, "ray", None) is not None and not importlib.util.find_spec("ray"):
+        parser.error(
+            "argument --ray: Ray is not installed here. Install it with: pip "
+            'install "kbn[ray]"'
+        )
+
+
+def sweep_executor(args):
+    """The `kbn_study.sweep` executor of `add_sweep_arguments`' flags."""
+    from kbn_study import sweep
+
+    if getattr(args, "ray", None) is not None:
+        return sweep.Ray(None if args.ray == "local" else args.ray)
+    return sweep.Workers(args.workers)  # None: one per core
+
+
 def add_seed_argument(parser):
     parser.add_argument(
         "--seed",

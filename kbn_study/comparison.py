@@ -92,11 +92,7 @@ def compare_networks(
     Returns:
         A `ComparisonResult`.
     """
-    if run_dir is not None and os.path.exists(os.path.join(run_dir, "results.csv")):
-        print(
-            "Replacing the results of an earlier run of this configuration in "
-            f"{run_dir}"
-        )
+    announce_replacing(run_dir)
     networks = {}
     for name, build in builders.items():
         log_dir = None if run_dir is None else os.path.join(run_dir, name)
@@ -113,6 +109,26 @@ def compare_networks(
             callbacks=make_callbacks(name, log_dir) if make_callbacks else (),
             verbose=verbose,
         )
+    return finish(networks, dataset, run_dir, title, metadata)
+
+
+def announce_replacing(run_dir):
+    """Says so when `run_dir` holds the results of an earlier run."""
+    if run_dir is not None and os.path.exists(os.path.join(run_dir, "results.csv")):
+        print(
+            "Replacing the results of an earlier run of this configuration in "
+            f"{run_dir}"
+        )
+
+
+def finish(networks, dataset, run_dir=None, title="", metadata=None):
+    """The `ComparisonResult` of trained networks, written under `run_dir`.
+
+    Args:
+        networks: `{name: kbn_study.runs.NetworkResult}`, in the order of
+            the results files.
+        dataset, run_dir, title, metadata: As for `compare_networks`.
+    """
     result = ComparisonResult(networks, dataset.source, title=title)
     if run_dir is not None:
         metadata = {**(metadata or {}), **circumstances(dataset)}

@@ -126,7 +126,9 @@ def network_builders(config, variants=None):
     }
 
 
-def train_and_test(config, dataset=None, networks=None, write=True, verbose=True):
+def train_and_test(
+    config, dataset=None, networks=None, write=True, verbose=True, executor=None
+):
     """Runs the with/without batch-norm comparison of `config`.
 
     Args:
@@ -139,7 +141,13 @@ def train_and_test(config, dataset=None, networks=None, write=True, verbose=True
         write: Write results, plot and TensorBoard logs (each network a
             trial of TensorBoard's HParams dashboard, see
             `kbn_study.hparams`) under `config.run_dir(dataset)`.
-        verbose: Show progress bars.
+        verbose: Show progress bars (in this process only; with an
+            executor, one line per finished network).
+        executor: None: the networks train one after the other in this
+            process. Else a `kbn_study.sweep` executor (`Workers(count)`,
+            `Ray(address)`): the networks train at once, each in a process
+            of one thread; their results carry no model
+            (`NetworkResult.model` is None).
 
     Returns:
         A `kbn_study.comparison.ComparisonResult`.
@@ -153,16 +161,75 @@ def train_and_test(config, dataset=None, networks=None, write=True, verbose=True
         "batches_per_sample": config.schedule.batches_per_sample,
         "batches_per_step": config.schedule.resolved_batches_per_step,
     }
-    result = comparison.compare_networks(
-        network_builders(config, networks),
-        dataset,
-        lambda: keras.optimizers.SGD(config.learning_rate),
-        config.schedule,
-        run_dir=config.run_dir(dataset) if write else None,
-        title=config.describe(),
-        metadata=metadata,
-        verbose=verbose,
-    )
+    run_dir = config.run_dir(dataset) if write else None
+    if executor is None:
+        result = comparison.compare_networks(
+            network_builders(config, networks),
+            dataset,
+            lambda: keras.optimizers.SGD(config.learning_rate),
+            config.schedule,
+            run_dir=run_dir,
+            title=config.describe(),
+            metadata=metadata,
+            verbose=verbose,
+        )
+    else:
+        comparison.announce_replacing(run_dir)
+        trained = _train_elsewhere(config, dataset, networks, run_dir, executor)
+        result = comparison.finish(
+            trained, dataset, run_dir, config.describe(), metadata
+        )
     if write:
         hparams.write_comparison(config.run_dir(dataset), config, dataset.tag, result)
     return result
+
+
+def _train_elsewhere(config, dataset, networks, run_dir, executor):
+    """`{name: NetworkResult}` of every network, trained on `executor`."""
+    tasks = [
+        (
+            config,
+            name,
+            batch_norm,
+            None if run_dir is None else os.path.join(run_dir, name),
+        )
+        for name, batch_norm in (networks or NETWORKS).items()
+    ]
+    trained = {}
+    with executor.start(dataset) as session:
+        for outcome in session.run(train_one_network, tasks):
+            name = tasks[outcome.index][1]
+            if outcome.lost:
+                raise RuntimeError(f"The network {name} was lost: {outcome.lost}")
+            trained[name] = outcome.value
+            print(f"{name}: trained in {outcome.value.wall_time:.1f} s")
+    return {task[1]: trained[task[1]] for task in tasks}
+
+
+def train_one_network(dataset, task, stop=None):
+    """Trains one network of a comparison; the task of a worker process.
+
+    Args:
+        dataset: `kbn_study.mnist.Dataset`.
+        task: `(config, name, batch_norm, log_dir)`.
+        stop: Unused (a comparison is not resumable: it runs whole or not).
+
+    Returns:
+        Its `kbn_study.runs.NetworkResult`, without the model.
+    """
+    config, name, batch_norm, log_dir = task
+    if log_dir is not None:
+        comparison.clear_event_files(log_dir)
+    build = network_builders(config, {name: batch_norm})[name]
+    keras.utils.set_random_seed(config.schedule.seed)
+    result = runs.train_network(
+        build(),
+        dataset,
+        keras.optimizers.SGD(config.learning_rate),
+        config.schedule,
+        name,
+        log_dir=log_dir,
+        verbose=False,
+    )
+    keras.backend.clear_session()
+    return dataclasses.replace(result, model=None)

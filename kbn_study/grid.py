@@ -1,13 +1,15 @@
 """The whole study as one resumable grid of runs.
 
 A run is one configuration x one seed x one network, on one dataset. `run_grid`
-trains the runs one after the other and appends each run's row to
-`<out>/results.csv` (and its learning curve to `<out>/curves.csv`) as soon as
-it finishes (`kbn_study.grid_files`), so an interrupted grid loses at most
-the run in progress. Called again with the same output folder it skips the
-finished runs: a run is identified by every setting that changes its results,
-the data included, so runs on other data are added beside the earlier ones.
-A diverging run (NaN loss) is a row like any other, with `diverged=True`.
+trains the runs, one after the other or several at once in worker processes or
+on Ray (`kbn_study.sweep`), and appends each run's row to `<out>/results.csv`
+(and its learning curve to `<out>/curves.csv`) as soon as it finishes
+(`kbn_study.grid_files`), so an interrupted grid loses at most the runs in
+progress. This process alone writes those files. Called again with the same
+output folder it skips the finished runs: a run is identified by every setting
+that changes its results, the data included, so runs on other data are added
+beside the earlier ones. A diverging run (NaN loss) is a row like any other,
+with `diverged=True`.
 """
 
 import contextlib
@@ -29,6 +31,8 @@ from kbn_study import grid_files
 from kbn_study import hparams
 from kbn_study import published
 from kbn_study import runs
+from kbn_study import sweep
+from kbn_study import sweep_progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +104,7 @@ def run_grid(
     fraction=1.0,
     networks=None,
     verbose=True,
+    executor=None,
 ):
     """Runs (or resumes) the grid; returns the rows of this grid's runs.
 
@@ -113,15 +118,23 @@ def run_grid(
             with more seeds adds runs and keeps the earlier ones.
         fraction: Share of each configuration's length to train (1: the
             study's length).
-        networks: Mapping from network name to `build_mlp`'s `batch_norm`;
-            default without and with batch norm.
-        verbose: Print a line per run and progress bars.
+        networks: Mapping from network name to `build_mlp`'s `batch_norm`
+            (picklable, e.g. a bool or a class, for executors other than
+            `InProcess`); default without and with batch norm.
+        verbose: Print a line per finished run and the sweep's progress.
+        executor: Where the runs execute (`kbn_study.sweep`): `InProcess()`
+            (the default), `Workers(count)` or `Ray(address)`. This process
+            alone writes the files, whatever the executor.
 
     Returns:
         A DataFrame with the finished runs of this grid (earlier calls
-        included), in `results.csv`'s columns.
+        included), in `results.csv`'s columns, in the grid's order. Its
+        `attrs["lost"]` counts the runs of this call that were lost with
+        their worker twice (listed in `<out>/failed.csv`; a later call runs
+        them again).
     """
     networks = experiment.NETWORKS if networks is None else networks
+    executor = sweep.InProcess() if executor is None else executor
     grid = plan(configurations, seeds, out_dir, fraction, networks)
     os.makedirs(out_dir, exist_ok=True)
     results_path = os.path.join(out_dir, "results.csv")
@@ -141,40 +154,114 @@ def run_grid(
     if verbose:
         print(
             f"Grid: {len(grid)} runs, {len(grid) - len(todo)} already finished "
-            f"in {results_path}, {len(todo)} to run."
+            f"in {results_path}, {len(todo)} to run"
+            + (f" on {executor.description}." if todo else ".")
         )
-    with _interrupt_after_saving() as interrupt:
-        for index, run in enumerate(todo, 1):
-            if interrupt.requested:
-                raise KeyboardInterrupt
-            if verbose:
-                print(f"[{index}/{len(todo)}] {run.config.name(dataset)} {run.network}")
-            result = train_run(
-                run,
-                dataset,
-                networks[run.network],
-                callbacks=[_StopWhenRequested(interrupt)],
-                verbose=verbose,
-            )
-            if interrupt.requested:
-                raise KeyboardInterrupt  # the run was cut short: not a result
-            # The trial first: the result row marks the run as finished.
-            hparams.write_trial(
-                run.log_dir(dataset),
-                hparams.trial_hparams(run.key_fields(dataset)),
-                result,
-                trial_id=f"{run.config.name(dataset)}/{run.network}",
-            )
-            record(run, result, dataset, results_path, curves_path)
-    return rows_of(grid, dataset, grid_files.read_results(results_path))
+    lost = 0
+    if todo:
+        lost = _run_all(todo, dataset, networks, executor, out_dir, verbose)
+    rows = rows_of(grid, dataset, grid_files.read_results(results_path))
+    rows.attrs["lost"] = lost
+    return rows
+
+
+def _run_all(todo, dataset, networks, executor, out_dir, verbose):
+    """Runs `todo` on `executor`, recording each run as it finishes.
+
+    Returns the number of runs lost; raises KeyboardInterrupt after a Ctrl-C,
+    with every finished run recorded.
+    """
+    results_path = os.path.join(out_dir, "results.csv")
+    curves_path = os.path.join(out_dir, "curves.csv")
+    progress = None
+    if verbose:
+        progress = sweep_progress.SweepProgress(
+            len(todo), sum(run.config.batches for run in todo)
+        )
+    tasks = [(run, networks[run.network]) for run in todo]
+    lost = 0
+    with _interrupt_after_saving() as interrupt, executor.start(dataset) as session:
+
+        def stop():
+            if progress is not None:
+                progress.tick()
+            return interrupt.requested
+
+        try:
+            for outcome in session.run(execute, tasks, stop=stop):
+                run = todo[outcome.index]
+                label = f"{run.config.name(dataset)} {run.network}"
+                if outcome.lost:
+                    lost += 1
+                    grid_files.record_failure(
+                        os.path.join(out_dir, "failed.csv"),
+                        run.key_fields(dataset),
+                        outcome.lost,
+                    )
+                    if progress is not None:
+                        progress.run_failed(label, run.config.batches, outcome.lost)
+                    continue
+                record(run, outcome.value, dataset, results_path, curves_path)
+                if progress is not None:
+                    progress.run_finished(
+                        label, run.config.batches, _describe(outcome.value)
+                    )
+        finally:
+            if progress is not None:
+                progress.close()
+        if interrupt.requested:
+            raise KeyboardInterrupt
+    return lost
+
+
+def execute(dataset, task, stop=None):
+    """Trains one grid run and writes its HParams trial; the worker's task.
+
+    Args:
+        dataset: `kbn_study.mnist.Dataset`.
+        task: `(GridRun, batch_norm)`.
+        stop: None, or a function: when it says True the run stops at its
+            next batch and None is returned (a run cut short is no result).
+
+    Returns:
+        The run's `kbn_study.runs.NetworkResult` without its model (so that
+        it travels between processes), or None if stopped.
+    """
+    run, batch_norm = task
+    callbacks = [] if stop is None else [_StopWhenRequested(stop)]
+    result = train_run(run, dataset, batch_norm, callbacks=callbacks, verbose=False)
+    if stop is not None and stop():
+        return None
+    # The trial first: the result row, written by the caller, marks the run
+    # as finished.
+    hparams.write_trial(
+        run.log_dir(dataset),
+        hparams.trial_hparams(run.key_fields(dataset)),
+        result,
+        trial_id=f"{run.config.name(dataset)}/{run.network}",
+    )
+    return dataclasses.replace(result, model=None)
+
+
+def _describe(result):
+    text = (
+        f"val. {result.final_validation_accuracy:.4f}, "
+        f"test {result.test_accuracy:.4f}, {result.wall_time:.1f} s"
+    )
+    return text + (", diverged" if result.diverged else "")
 
 
 def rows_of(grid, dataset, results):
-    """The rows of `results` that belong to `grid` on `dataset`."""
-    keys = {grid_files.key_of(run.key_fields(dataset)) for run in grid}
+    """The rows of `results` that belong to `grid` on `dataset`, in its order."""
+    position = {
+        grid_files.key_of(run.key_fields(dataset)): i for i, run in enumerate(grid)
+    }
     if results.empty:
         return results
-    mine = results[grid_files.key_column(results).isin(keys)]
+    keys = grid_files.key_column(results)
+    mine = results[keys.isin(position)]
+    order = keys[keys.isin(position)].map(position)
+    mine = mine.iloc[order.argsort(kind="stable").to_numpy()]
     return mine.reset_index(drop=True)
 
 
@@ -230,14 +317,15 @@ class _Interrupt:
 
 @contextlib.contextmanager
 def _interrupt_after_saving():
-    """Turns Ctrl-C into a request that the training loop honours.
+    """Turns Ctrl-C into a request that the sweep honours.
 
     A KeyboardInterrupt raised at an arbitrary point can be swallowed (for
     instance inside a garbage-collection callback) or land between two file
-    writes. Instead, the first Ctrl-C sets a flag: the run in progress stops
-    at its next batch, is not recorded, and `run_grid` raises
-    KeyboardInterrupt with every finished run saved. A second Ctrl-C aborts
-    at once.
+    writes. Instead, the first Ctrl-C sets a flag: a run in progress in this
+    process stops at its next batch, worker processes are ended, the runs in
+    progress are not recorded, and `run_grid` raises KeyboardInterrupt with
+    every finished run saved. A second Ctrl-C aborts at once (the workers
+    are ended all the same).
     """
     interrupt = _Interrupt()
     if threading.current_thread() is not threading.main_thread():
@@ -249,7 +337,7 @@ def _interrupt_after_saving():
             raise KeyboardInterrupt
         interrupt.requested = True
         print(
-            "\nStopping: the run in progress is dropped, finished runs are "
+            "\nStopping: runs in progress are dropped, finished runs are "
             "kept (Ctrl-C again to abort at once).",
             file=sys.stderr,
         )
@@ -262,12 +350,12 @@ def _interrupt_after_saving():
 
 
 class _StopWhenRequested(GlobalStepCallback):
-    def __init__(self, interrupt):
+    def __init__(self, stop):
         super().__init__()
-        self.interrupt = interrupt
+        self.stop = stop
 
     def on_steps_end(self, logs=None):
-        if self.interrupt.requested:
+        if self.stop():
             self._model.stop_training = True
 
 

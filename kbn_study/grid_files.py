@@ -6,7 +6,8 @@ as soon as a run finishes, its result row last, so that the result row marks
 the run as finished. A row cut short by a hard kill is dropped when the
 files are read or repaired; curves of a run without a result row are dropped
 on resume. `RUN_KEY` is a run's identity: every setting that changes its
-results, the data included.
+results, the data included. `failed.csv` lists the runs lost with their
+worker (they have no result row, so the next call runs them again).
 """
 
 import csv
@@ -41,6 +42,9 @@ RESULT_COLUMNS = [
     "finished_at",
 ]
 CURVE_COLUMNS = [*RUN_KEY, "step", "validation_accuracy", "training_loss"]
+# `failed.csv`: runs lost with their worker or node (a later call runs them
+# again, as they have no result row).
+FAILURE_COLUMNS = [*RUN_KEY, "reason", "failed_at"]
 
 
 def read_results(path):
@@ -93,6 +97,14 @@ def append_rows(path, columns, rows):
             writer.writerow({k: _cell(row.get(k)) for k in columns})
         f.flush()
         os.fsync(f.fileno())
+
+
+def record_failure(path, key, reason):
+    """Appends a lost run (its `RUN_KEY` fields and why) to `failed.csv`."""
+    import datetime
+
+    when = datetime.datetime.now().isoformat(timespec="seconds")
+    append_rows(path, FAILURE_COLUMNS, [{**key, "reason": reason, "failed_at": when}])
 
 
 def _cell(value):

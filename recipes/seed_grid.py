@@ -2,9 +2,11 @@
 
 Runs the study's 15 configurations (ReLU/sigmoid x learning rate 0.01/1/2 x
 good/bad initial weights, 50,000 or 2,000 batches of 60), each with and
-without batch norm, `--seeds` times with different initial weights. Every
-finished run is appended to `<out>/results.csv` at once; run the same command
-again to resume an interrupted grid. At the end it writes:
+without batch norm, `--seeds` times with different initial weights. The runs
+execute in one single-threaded worker process per core (`--workers N`), or as
+Ray tasks (`--ray [ADDRESS]`, with `pip install "kbn[ray]"`); this process
+appends every finished run to `<out>/results.csv` at once; run the same
+command again to resume an interrupted grid. At the end it writes:
 
 - `<out>/summary.md`, `<out>/summary.csv`: per configuration and network,
   mean and spread of the final accuracies over the seeds, success rate
@@ -16,9 +18,14 @@ again to resume an interrupted grid. At the end it writes:
     python recipes/seed_grid.py --seeds 5             # randomness as a number
     python recipes/seed_grid.py --configs relu:1:bad,relu:2:bad --seeds 5
     python recipes/seed_grid.py --fraction 0.04       # a quick look (2,000 and 80)
+    python recipes/seed_grid.py --workers 1           # one run after the other
+    python recipes/seed_grid.py --ray auto            # on a running Ray cluster
+    python recipes/seed_grid.py --fraction 0.05 --configs relu:*:good:50000 \
+        --seeds 2 --time-workers 1,2                  # speed-up of 2 workers
 
 The full grid (one seed, 1.2 million training steps) took 4 min 23 s on the
-2-core development machine (JAX backend, offline MNIST subset).
+2-core development machine (JAX backend, offline MNIST subset), one run after
+the other.
 """
 
 from kbn_study.commands.seed_grid import main

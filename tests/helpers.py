@@ -152,3 +152,63 @@ def junit_failures(report_path):
             message = (problem.get("message") or "").strip().splitlines()
             failures.append(f"{name}: {message[0] if message else problem.tag}")
     return failures
+
+
+# Tasks for `kbn_study.workers.WorkerPool` in the tests: module-level (a
+# worker imports them by name) and free of Keras, so a worker starts fast.
+def square(item):
+    return item * item
+
+
+def exit_on_three(item):
+    """Kills its worker process on item 3 (as the kernel's OOM killer would)."""
+    if item == 3:
+        os._exit(9)
+    return item
+
+
+def raise_on_two(item):
+    if item == 2:
+        raise ArithmeticError("two is not allowed")
+    return item
+
+
+def sleep_then_return(item):
+    import time
+
+    time.sleep(item)
+    return item
+
+
+def children_of(pid):
+    """Process ids whose parent is `pid` (read from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def alive(pid):
+    """Whether a process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def command_line(pid):
+    """The command line of process `pid` ('' if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

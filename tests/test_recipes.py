@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import zipfile
 
 import matplotlib.image
@@ -13,6 +14,9 @@ import pandas as pd
 import pytest
 
 from tests.helpers import ROOT
+from tests.helpers import alive
+from tests.helpers import children_of
+from tests.helpers import command_line
 from tests.helpers import free_ports
 from tests.helpers import read_scalars
 from tests.helpers import run_recipe
@@ -150,6 +154,10 @@ BAD_INPUT = [
     ("seed_grid.py", ["--fraction", "2"], 2, "Received: '2'"),
     ("seed_grid.py", ["--out", "{file}"], 2, "argument --out: expected a folder, but it is a file"),
     ("seed_grid.py", ["--data", "{random}"], 1, "Corrupt MNIST file {random}"),
+    ("seed_grid.py", ["--workers", "0"], 2, "argument --workers: expected a positive integer. Received: '0'"),
+    ("seed_grid.py", ["--ray", "--workers", "2"], 2, "argument --workers: not allowed with argument --ray"),
+    ("seed_grid.py", ["--time-workers", "1"], 2, "argument --time-workers: expected two worker counts such as 1,2. Received: '1'"),
+    ("compare.py", ["--workers", "-1"], 2, "argument --workers: expected a positive integer. Received: '-1'"),
     ("inference_modes.py", ["--batches", "0"], 2, "Received: '0'"),
     ("inference_modes.py", ["--single-examples", "x"], 2, "Received: 'x'"),
     ("inference_modes.py", ["--save-model-as", "m.h5"], 2, "expected a path ending in .keras. Received: 'm.h5'"),
@@ -272,12 +280,14 @@ def test_every_flag_has_a_description_and_its_default(recipe):
 
 @pytest.mark.slow
 def test_seed_grid_interrupted_then_resumed(tmp_path):
-    """Two configurations x two seeds x two networks, Ctrl-C after two runs."""
+    """Two configurations x two seeds x two networks on two workers, Ctrl-C
+    once three runs are finished."""
     args = [
         os.path.join(ROOT, "recipes", "seed_grid.py"),
         "--configs", "relu:2:good,sigmoid:1:good:2000",
         "--seeds", "2",
         "--fraction", "0.02",
+        "--workers", "2",
         "--out", str(tmp_path),
     ]  # fmt: skip
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONUNBUFFERED": "1"}
@@ -289,30 +299,44 @@ def test_seed_grid_interrupted_then_resumed(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    # Ctrl-C once the third run has started: two runs are finished, the
-    # third is in progress and must be dropped.
+    # Ctrl-C (to the parent alone) once the third run has finished: the
+    # runs in progress in both workers must be dropped, the workers ended.
     seen = []
     for line in process.stdout:
         seen.append(line)
         if line.startswith("[3/8] "):
+            children = {pid: command_line(pid) for pid in children_of(process.pid)}
             process.send_signal(signal.SIGINT)
             break
     out, err = process.communicate(timeout=120)
     out = "".join(seen) + out
     assert process.returncode == 130, out[-3000:] + err[-3000:]
-    assert "Interrupted. 2 finished runs saved" in out
+    # The two workers (multiprocessing's "spawn" children) are gone when the
+    # parent has exited; its resource tracker follows within moments.
+    spawned = [pid for pid, line in children.items() if "spawn_main" in line]
+    assert len(spawned) == 2, children
+    assert not any(alive(pid) for pid in spawned), "a worker survived"
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [line for pid, line in children.items() if alive(pid)]
+    assert "Stopping: runs in progress are dropped" in err
+    finished = [line for line in out.splitlines() if line.startswith("[")]
+    count = len(finished)
+    assert 3 <= count < 8, out[-3000:]
+    assert f"Interrupted. {count} finished runs saved" in out
     assert "run the same command again to resume" in out
     kept = pd.read_csv(tmp_path / "results.csv")
-    assert len(kept) == 2
+    assert len(kept) == count
 
     resumed = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "Grid: 8 runs, 2 already finished" in resumed.stdout
+    assert f"Grid: 8 runs, {count} already finished" in resumed.stdout
     final = pd.read_csv(tmp_path / "results.csv")
     assert len(final) == 8
-    pd.testing.assert_frame_equal(final.iloc[:2], kept)
+    pd.testing.assert_frame_equal(final.iloc[:count], kept)
     key = ["activation", "learning_rate", "weights", "study_batches", "seed", "network"]
     assert not final.duplicated(key).any()
     # 1,000 batches of relu:2 (20 samples), 40 of sigmoid:1:2000 (1 sample).

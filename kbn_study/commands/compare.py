@@ -30,6 +30,7 @@ def parse_args(argv=None):
         "50 batches, or 500 from 10,000 batches on)",
     )
     cli.add_run_arguments(parser)
+    cli.add_sweep_arguments(parser, ray=False)
     args = cli.parse(parser, argv)
     if args.full:
         args.batches = 50_000
@@ -58,7 +59,9 @@ def main(argv=None):
     )
     dataset = cli.load_data(args)
     print(f"Backend: {keras.backend.backend()}; run: {config.name(dataset)}")
-    result = experiment.train_and_test(config, dataset=dataset)
+    result = experiment.train_and_test(
+        config, dataset=dataset, executor=cli.sweep_executor(args)
+    )
     print()
     print(comparison.summary_text(result))
     runs = published.published_runs(

@@ -5,6 +5,7 @@ The entry point of `recipes/seed_grid.py` (see its docstring), also
 `python -m kbn_study.commands.seed_grid` and `kbn-grid`.
 """
 
+import argparse
 import os
 
 from kbn_study import cli
@@ -38,7 +39,19 @@ def parse_args(argv=None):
         help="output folder: results.csv, curves.csv, summary, plot, TensorBoard",
     )
     cli.add_data_arguments(parser)
+    cli.add_sweep_arguments(parser)
+    parser.add_argument(
+        "--time-workers",
+        type=_worker_counts,
+        default=None,
+        metavar="A,B",
+        help="instead of the grid, time its runs with A then B worker "
+        "processes, each from scratch in <out>/time_workers/<count>, and print "
+        "the speed-up and whether every run's accuracies are identical, e.g. "
+        "1,2 (default: off)",
+    )
     args = cli.parse(parser, argv, outputs=["--out"])
+    cli.check_sweep_arguments(parser, args)
     from kbn_study import published  # pandas only: no Keras yet
 
     try:
@@ -46,6 +59,19 @@ def parse_args(argv=None):
     except ValueError as error:
         parser.error(f"argument --configs: {error}")
     return args
+
+
+def _worker_counts(text):
+    counts = text.split(",")
+    try:
+        values = [int(count) for count in counts]
+    except ValueError:
+        values = []
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected two worker counts such as 1,2. Received: {text!r}"
+        )
+    return values
 
 
 def main(argv=None):
@@ -60,6 +86,21 @@ def main(argv=None):
 
     dataset = cli.load_data(args)
     print(f"Backend: {keras.backend.backend()}; output: {args.out}")
+    if args.time_workers:
+        from kbn_study import sweep_timing
+
+        try:
+            return sweep_timing.time_workers(
+                args.out,
+                dataset,
+                args.time_workers,
+                args.configurations,
+                seeds=args.seeds,
+                fraction=args.fraction,
+            )
+        except KeyboardInterrupt:
+            print("\nInterrupted: no timing.")
+            raise SystemExit(130) from None
     start = time.perf_counter()
     try:
         with cli.bad_input_exits():  # e.g. a results.csv of an older version
@@ -69,6 +110,7 @@ def main(argv=None):
                 args.configurations,
                 seeds=args.seeds,
                 fraction=args.fraction,
+                executor=cli.sweep_executor(args),
             )
     except KeyboardInterrupt:
         finished = grid.count_finished(args.out)
@@ -87,6 +129,13 @@ def main(argv=None):
     print(f"Grid time this call: {elapsed:,.0f} s")
     for name, path in report.paths.items():
         print(f"{name:>11}: {path}")
+    lost = results.attrs.get("lost", 0)
+    if lost:
+        cli.error(
+            f"{grid_report.plural(lost, 'run')} lost with its worker twice, "
+            f"listed in {args.out}/failed.csv; run the same command again to "
+            "run them again"
+        )
     return report.summary
 
 
