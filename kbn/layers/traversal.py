@@ -3,12 +3,12 @@
 import keras
 
 from kbn.layers.batch_norm import BatchNorm
-from kbn.layers.bn_lstm import BNLSTM
 from kbn.layers.bn_lstm_cell import BNLSTMCell
+from kbn.layers.bn_lstm_layer import BNLSTM
 
 
 def batch_norm_layers(model):
-    """Every kbn `BatchNorm`, `BNLSTM` and `BNLSTMCell` in `model`, nested ones included.
+    """Every kbn `BatchNorm`, `BNLSTM` and `BNLSTMCell` in `model`, nested too.
 
     Walks sub-models, the cells of recurrent layers and layers held as
     attributes, in breadth-first order, each layer once.

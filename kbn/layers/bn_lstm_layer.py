@@ -215,23 +215,33 @@ class BNLSTM(keras.layers.Layer):
             )
         learning = bool(training) and (self.trainable or self._recording is not None)
         dtype = self.compute_dtype
-        inputs = ops.cast(inputs, dtype)
-        wx = ops.matmul(inputs, ops.cast(self.kernel, dtype))  # (B, T, 4U)
+        # Time major throughout: a reduction over the batch of a (batch,
+        # time, 4 units) tensor costs more than the whole recurrence on a CPU.
+        inputs = ops.transpose(ops.cast(inputs, dtype), (1, 0, 2))  # (T, B, F)
         rows = np.minimum(np.arange(steps), self.max_time_steps - 1)
         if learning:
-            mean_x, variance_x = bn_ops.moments(wx, [0])
+            # The batch moments of W_x x_t from those of x_t: the same
+            # numbers (and gradients) as moments of W_x x_t, without a pass
+            # over the (time, batch, 4 units) tensor.
+            mean_in, covariance_in = _input_moments(inputs)
+            mean_x, variance_x = _project(mean_in, covariance_in, self.kernel)
         else:
             mean_x, variance_x = self.input_term_statistics(rows)
-        wx = bn_ops.normalize(wx, mean_x, variance_x, self.gamma_x, None, self.epsilon)
-        wx = ops.transpose(wx + self.bias, (1, 0, 2))  # time major
-        batch = ops.shape(inputs)[0]
+        scale, offset = bn_ops.fold_into_affine(
+            mean_x, variance_x, self.gamma_x, self.bias, self.epsilon
+        )
+        # BN(W_x x_t) + b in one batched matmul: x_t @ (W_x * scale_t) + offset_t.
+        kernel = ops.cast(self.kernel, dtype)[None] * scale[:, None, :]
+        wx = ops.matmul(inputs, kernel) + offset[:, None, :]  # (T, B, 4U)
+        batch = ops.shape(inputs)[1]
         zeros = ops.zeros((batch, self.units), dtype)
         carry = (zeros, zeros)
         if learning:
             # Keras's TensorFlow scan stacks outputs shaped like the carry:
             # the step's moments ride in the carry and are its outputs.
-            gates, units = ops.zeros((4 * self.units,), dtype), ops.zeros(
-                (self.units,), dtype
+            gates, units = (
+                ops.zeros((4 * self.units,), dtype),
+                ops.zeros((self.units,), dtype),
             )
             carry = (zeros, zeros, gates, gates, units, units)
             xs = wx
@@ -248,7 +258,7 @@ class BNLSTM(keras.layers.Layer):
             _, ys = ops.scan(step, carry, xs)
         hs = ys[0]
         if learning:
-            self._after_training_pass(inputs, ys[2:], steps)
+            self._after_training_pass(mean_in, covariance_in, batch, ys[2:], steps)
         if self.return_sequences:
             return ops.transpose(hs, (1, 0, 2))
         return hs[-1]
@@ -298,22 +308,14 @@ class BNLSTM(keras.layers.Layer):
         if rows is not None:
             mean = ops.take(mean, rows, axis=0)
             covariance = ops.take(covariance, rows, axis=0)
-        kernel = ops.cast(self.kernel, mean.dtype)
-        projected = ops.einsum("tfg,gk->tfk", covariance, kernel)
-        variance = ops.sum(projected * kernel[None], axis=1)
-        return ops.matmul(mean, kernel), ops.maximum(variance, 0.0)
+        return _project(mean, covariance, self.kernel)
 
     # --- Statistics after the loop --------------------------------------
 
-    def _after_training_pass(self, inputs, moments, steps):
+    def _after_training_pass(self, mean_in, covariance_in, batch, moments, steps):
         """Per-row batch statistics of the pass; updates or records them."""
-        batch = inputs.shape[0]
-        batch = ops.cast(ops.shape(inputs)[0] if batch is None else batch, "float32")
-        mean_in = ops.stop_gradient(ops.mean(inputs, axis=0))  # (T, F)
-        centered = ops.stop_gradient(inputs) - mean_in[None]
-        covariance_in = ops.einsum("btf,btg->tfg", centered, centered) / ops.cast(
-            batch, centered.dtype
-        )
+        batch = ops.cast(batch, "float32")
+        mean_in, covariance_in = map(ops.stop_gradient, (mean_in, covariance_in))
         values = dict(
             zip(
                 self.statistic_names,
@@ -461,6 +463,24 @@ class BNLSTM(keras.layers.Layer):
             "unroll": self.unroll,
         }
         return {**super().get_config(), **config}
+
+
+def _input_moments(inputs):
+    """Mean `(T, F)` and biased covariance `(T, F, F)` over the batch of
+    time-major `(T, B, F)` inputs (two passes, about a shift)."""
+    mean, _ = bn_ops.moments(inputs, [1])
+    centered = inputs - mean[:, None, :]
+    count = ops.cast(ops.shape(inputs)[1], inputs.dtype)
+    return mean, ops.einsum("tbf,tbg->tfg", centered, centered) / count
+
+
+def _project(mean, covariance, kernel):
+    """Mean and variance of `x @ kernel` from those of `x`, per step:
+    `mean @ kernel` and `diag(kernel^T covariance kernel)`."""
+    kernel = ops.cast(kernel, mean.dtype)
+    projected = ops.einsum("tfg,gk->tfk", covariance, kernel)
+    variance = ops.sum(projected * kernel[None], axis=1)
+    return ops.matmul(mean, kernel), ops.maximum(variance, 0.0)
 
 
 _NAMES = [f"moving_{s}_{p}" for p in _PARTS for s in ("mean", "variance")]
