@@ -132,10 +132,11 @@ class BNLSTM(keras.layers.Layer):
         self._recording = None
 
     def build(self, input_shape):
-        if len(input_shape) != 3 or input_shape[-1] is None:
+        if len(input_shape) != 3 or None in tuple(input_shape)[1:]:
             raise ValueError(
                 "BNLSTM expects inputs of shape (batch, time, features) with "
-                f"known features. Received: input_shape={tuple(input_shape)}"
+                "a known number of time steps and features. Received: "
+                f"inputs.shape={tuple(input_shape)}"
             )
         units, steps, features = self.units, self.max_time_steps, input_shape[-1]
         self.kernel = self.add_weight(
@@ -332,13 +333,13 @@ class BNLSTM(keras.layers.Layer):
             record = {}
             for name, value in rows.items():
                 value = ops.cast(value, "float32")
-                if self._recording["unbiased"] and (
+                if self._recording.unbiased and (
                     "variance" in name or "covariance" in name
                 ):
                     value = value * correction
                 shape = (self.max_time_steps,) + (1,) * (len(value.shape) - 1)
                 record[name] = (value, ops.reshape(weight, shape))
-            self._recording["records"].append(record)
+            self._recording.records.append(record)
             return
         if not self.trainable:
             return
@@ -398,10 +399,10 @@ class BNLSTM(keras.layers.Layer):
         `unbiased`) and weights 1 for the rows the batch covers, 0 for the
         others and for a batch of one example.
         """
-        recording = {"unbiased": bool(unbiased), "records": []}
+        recording = _Recording(bool(unbiased))
         self._recording = recording
         try:
-            yield recording["records"]
+            yield recording.records
         finally:
             self._recording = None
 
@@ -484,6 +485,15 @@ def _project(mean, covariance, kernel):
 
 
 _NAMES = [f"moving_{s}_{p}" for p in _PARTS for s in ("mean", "variance")]
+
+
+class _Recording:
+    """Where a recording context collects its records (a plain object: Keras
+    would track, and copy, a dict or list set on the layer)."""
+
+    def __init__(self, unbiased):
+        self.unbiased = unbiased
+        self.records = []
 
 
 def _index(xs, t):
