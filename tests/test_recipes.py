@@ -361,7 +361,7 @@ def test_inference_modes_constant_prediction_and_restore(tmp_path):
 @pytest.mark.slow
 def test_benchmark_table_is_complete(tmp_path):
     result = run_recipe(
-        "benchmark.py", "--batches", "500", "--repeats", "1",
+        "benchmark.py", "--batches", "500", "--repeats", "1", "--suite", "mlp",
         "--backends", "jax", "--out", tmp_path,
     )  # fmt: skip
     frame = pd.read_csv(tmp_path / "benchmark.csv")
@@ -375,6 +375,26 @@ def test_benchmark_table_is_complete(tmp_path):
         "validation recorder overhead",
     ):
         assert ratio in markdown and ratio in result.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_lstm_suite_gives_the_ratio(tmp_path):
+    result = run_recipe(
+        "benchmark.py", "--suite", "lstm", "--sequence-batches", "1",
+        "--repeats", "1", "--backends", "tensorflow", "--out", tmp_path,
+    )  # fmt: skip
+    frame = pd.read_csv(tmp_path / "benchmark.csv")
+    assert sorted(frame["measurement"]) == [
+        "BN-LSTM, 784 pixel steps",
+        "LSTM, 784 pixel steps",
+    ]
+    assert (frame["steps_per_second"] > 0).all()
+    ratio = "BN-LSTM / LSTM time per training batch (784 steps)"
+    assert ratio in result.stdout
+    speed = frame.set_index("measurement")["steps_per_second"]
+    expected = speed["LSTM, 784 pixel steps"] / speed["BN-LSTM, 784 pixel steps"]
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert f"| {ratio} | tensorflow | {expected:.2f} |" in markdown
 
 
 def _read_back(run_dir, networks, steps):
