@@ -433,6 +433,38 @@ def test_sequential_mnist_tiny(tmp_path):
     assert "Sequences: permuted_rows, 28 steps of 28" in result.stdout
     name = f"sequential_permuted_rows_units8_adam0.001_20x16_sample10_seed0_{SUBSET}"
     _read_back(tmp_path / name, ["lstm", "bn_lstm"], [10, 20])
+    population = json.loads(
+        (tmp_path / name / "population_statistics.json").read_text()
+    )
+    moving = pd.read_csv(tmp_path / name / "results.csv").set_index("network")
+    assert population["moving_validation_accuracy"] == pytest.approx(
+        moving.loc["bn_lstm", "final_validation_accuracy"]
+    )
+    assert population["gap_points"] == pytest.approx(
+        100
+        * (population["validation_accuracy"] - population["moving_validation_accuracy"])
+    )
+    assert "Population minus moving statistics (validation)" in result.stdout
+    assert [r["network"] for r in population["networks"]] == ["lstm", "bn_lstm"]
+
+
+@pytest.mark.slow
+def test_sequential_mnist_permuted_pixels_tiny(tmp_path):
+    """784 steps in a compiled loop, both networks; the paper's row."""
+    result = run_recipe(
+        "sequential_mnist.py", "--units", "4", "--batches", "2",
+        "--batches-per-sample", "2", "--batch-size", "8", "--pixels", "--permuted",
+        "--population-batches", "2", "--log-dir", tmp_path, backend="tensorflow",
+    )  # fmt: skip
+    assert "Sequences: permuted_pixels, 784 steps of 1" in result.stdout
+    name = f"sequential_permuted_pixels_units4_adam0.001_2x8_sample2_seed0_{SUBSET}"
+    _read_back(tmp_path / name, ["lstm", "bn_lstm"], [2])
+    population = json.loads(
+        (tmp_path / name / "population_statistics.json").read_text()
+    )
+    paper = {r["network"]: r["paper_test_accuracy"] for r in population["networks"]}
+    assert paper == {"lstm": 0.902, "bn_lstm": 0.954}
+    assert population["batches"] == 2
 
 
 @pytest.mark.slow
