@@ -304,3 +304,21 @@ def test_bad_arguments(kwargs, received):
 def test_unknown_time_steps_are_refused():
     with pytest.raises(ValueError, match="Received: inputs.shape"):
         BNLSTM(2, 3)(keras.Input((None, 4)))
+
+
+def test_constant_steps_stay_constant_in_inference(rng):
+    """Blank leading steps (as the first rows of a digit): the state is the
+    same for every example, batch norm maps it to beta in training; with the
+    weights moved since the statistics were taken, inference must too."""
+    x = rng.normal(size=(8, 5, FEATURES)).astype("float32")
+    x[:, :2] = 0.0
+    layer = BNLSTM(UNITS, 5, return_sequences=True)
+    layer(x, training=True)
+    layer.bias.assign(_np(layer.bias) + rng.normal(size=4 * UNITS))
+    layer.recurrent_kernel.assign(_np(layer.recurrent_kernel) * 1.5)
+    for name in ("moving_variance_h", "moving_variance_c"):
+        np.testing.assert_array_equal(_np(getattr(layer, name))[:2][:, 0], 0.0)
+    training = _np(layer(x, training=True))
+    inference = _np(layer(x, training=False))
+    reference.assert_close(inference[:, :2], training[:, :2], 1.0)
+    assert not np.allclose(inference[:, 2:], training[:, 2:], atol=1e-3)

@@ -228,9 +228,8 @@ class BNLSTM(keras.layers.Layer):
             mean_x, variance_x = _project(mean_in, covariance_in, self.kernel)
         else:
             mean_x, variance_x = self.input_term_statistics(rows)
-        scale, offset = bn_ops.fold_into_affine(
-            mean_x, variance_x, self.gamma_x, self.bias, self.epsilon
-        )
+        scale, offset = _affine(mean_x, variance_x, self.gamma_x, None, self.epsilon)
+        offset = offset + self.bias
         # BN(W_x x_t) + b in one batched matmul: x_t @ (W_x * scale_t) + offset_t.
         kernel = ops.cast(self.kernel, dtype)[None] * scale[:, None, :]
         wx = ops.matmul(inputs, kernel) + offset[:, None, :]  # (T, B, 4U)
@@ -247,7 +246,16 @@ class BNLSTM(keras.layers.Layer):
             carry = (zeros, zeros, gates, gates, units, units)
             xs = wx
         else:
-            xs = (wx, *(ops.take(self._moving(n), rows, axis=0) for n in _NAMES))
+            rows_of = {n: ops.take(self._moving(n), rows, axis=0) for n in _NAMES}
+            xs = (wx,)
+            for part, beta in (("h", None), ("c", self.beta_c)):
+                xs += _affine(
+                    rows_of[f"moving_mean_{part}"],
+                    rows_of[f"moving_variance_{part}"],
+                    getattr(self, f"gamma_{part}"),
+                    beta,
+                    self.epsilon,
+                )
         step = self._training_step if learning else self._inference_step
         if self.unroll:
             outputs = []
@@ -267,32 +275,46 @@ class BNLSTM(keras.layers.Layer):
     def _moving(self, name):
         return ops.cast(getattr(self, name), self.compute_dtype)
 
-    def _cell(self, wx, h, c, mean_h, variance_h, moments_c):
+    def _cell(self, wx, h, c, normalize_h, normalize_c):
         wh = ops.matmul(h, ops.cast(self.recurrent_kernel, wx.dtype))
-        if mean_h is None:
-            mean_h, variance_h = _step_moments(wh)
-        z = wx + bn_ops.normalize(
-            wh, mean_h, variance_h, self.gamma_h, None, self.epsilon
-        )
-        i, f, g, o = ops.split(z, 4, axis=-1)
+        normalized_h, moments_h = normalize_h(wh)
+        i, f, g, o = ops.split(wx + normalized_h, 4, axis=-1)
         c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-        mean_c, variance_c = moments_c(c)
-        normalized = bn_ops.normalize(
-            c, mean_c, variance_c, self.gamma_c, self.beta_c, self.epsilon
-        )
-        h = ops.sigmoid(o) * ops.tanh(normalized)
-        return h, c, (mean_h, variance_h, mean_c, variance_c)
+        normalized_c, moments_c = normalize_c(c)
+        h = ops.sigmoid(o) * ops.tanh(normalized_c)
+        return h, c, (*moments_h, *moments_c)
 
     def _training_step(self, carry, wx):
+        def batch_norm(gamma, beta):
+            def normalize(x):
+                # `moments` subtracts the first example's value first: a
+                # feature constant over the batch has exactly zero variance,
+                # and normalizes to exactly `beta`.
+                mean, variance = bn_ops.moments(x, [0])
+                y = bn_ops.normalize(x, mean, variance, gamma, beta, self.epsilon)
+                return y, (mean, variance)
+
+            return normalize
+
         h, c = carry[:2]
-        h, c, moments = self._cell(wx, h, c, None, None, _step_moments)
+        h, c, moments = self._cell(
+            wx,
+            h,
+            c,
+            batch_norm(self.gamma_h, None),
+            batch_norm(self.gamma_c, self.beta_c),
+        )
         carry = (h, c, *moments)
         return carry, carry
 
     def _inference_step(self, carry, xs):
-        (h, c), (wx, mean_h, variance_h, mean_c, variance_c) = carry, xs
+        (h, c), (wx, scale_h, offset_h, scale_c, offset_c) = carry, xs
         h, c, _ = self._cell(
-            wx, h, c, mean_h, variance_h, lambda _: (mean_c, variance_c)
+            wx,
+            h,
+            c,
+            lambda x: (x * scale_h + offset_h, ()),
+            lambda x: (x * scale_c + offset_c, ()),
         )
         return (h, c), (h, c)
 
@@ -464,11 +486,23 @@ class BNLSTM(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
-def _step_moments(x):
-    """Batch moments inside the loop: two passes, without `moments`' shift
-    (fewer ops per step; `W_h h` and `c` are bounded, their |mean| of the
-    order of their spread, where the shift gains nothing)."""
-    return bn_ops.two_pass_moments(x, [0])
+def _affine(mean, variance, gamma, beta, epsilon):
+    """The inference batch norm as `x * scale + offset`, a feature of zero
+    variance mapped to `beta`.
+
+    A feature that was constant over every training batch of its step (the
+    state during the blank first rows or pixels of an image, identical for
+    every example) normalizes to exactly `beta` in training, whatever its
+    value; its moving mean lags that value while the weights move, and
+    `(value - moving_mean) / sqrt(epsilon)` would turn the lag into a large
+    spurious signal. Zero variance here means: constant in training,
+    constant in inference.
+    """
+    scale, offset = bn_ops.fold_into_affine(mean, variance, gamma, beta, epsilon)
+    constant = variance <= 0.0
+    scale = ops.where(constant, 0.0, scale)
+    offset = ops.where(constant, 0.0 if beta is None else beta, offset)
+    return scale, offset
 
 
 def _input_moments(inputs):
