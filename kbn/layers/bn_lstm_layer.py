@@ -501,7 +501,8 @@ def _affine(mean, variance, gamma, beta, epsilon):
     scale, offset = bn_ops.fold_into_affine(mean, variance, gamma, beta, epsilon)
     constant = variance <= 0.0
     scale = ops.where(constant, 0.0, scale)
-    offset = ops.where(constant, 0.0 if beta is None else beta, offset)
+    beta = 0.0 if beta is None else ops.convert_to_tensor(beta, offset.dtype)
+    offset = ops.where(constant, beta, offset)
     return scale, offset
 
 
