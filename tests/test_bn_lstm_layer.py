@@ -286,6 +286,10 @@ def test_trains_in_a_model(rng):
     history = model.fit(images, labels, batch_size=16, epochs=3, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     np.testing.assert_array_equal(_np(model.layers[1].num_updates), 12.0)
+    # Compiled inference (predict) gives the eager inference outputs.
+    reference.assert_close(
+        model.predict(images, batch_size=32, verbose=0), model(images), 1.0
+    )
 
 
 @pytest.mark.parametrize(
