@@ -153,6 +153,10 @@ def test_the_first_batch_counts_fully(rng):
     x = rng.normal(3.0, 0.1, size=(8, MAX_STEPS, FEATURES)).astype("float32")
     layer(x, training=True)
     reference.assert_close(layer.moving_mean_input, x.astype("float64").mean(0), 10.0)
+    statistics = layer.moving_statistics()
+    wx = x.astype("float64") @ _np(layer.kernel)
+    reference.assert_close(statistics["moving_mean_x"], wx.mean(0), 10.0)
+    reference.assert_close(statistics["moving_variance_x"], wx.var(0), 1.0)
     inference = _np(layer(x, training=False))
     training = _np(layer(x, training=True))
     # Same batch, same statistics: same outputs in both modes.
