@@ -155,7 +155,9 @@ def main(argv=None):
         f"{args.suite}; data: {frame['data_source'].iloc[0]}.\n"
     )
     speeds = medians.reset_index().assign(
-        per_second=lambda f: f["steps_per_second"].map("{:,.0f}".format)
+        per_second=lambda f: f["steps_per_second"].map(
+            lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+        )
     )[["backend", "measurement", "per_second", "unit"]]
     ratios_text = ratio_table.assign(value=ratio_table["value"].map("{:.2f}".format))
     markdown = (
