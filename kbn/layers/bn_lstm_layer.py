@@ -50,7 +50,12 @@ class BNLSTM(keras.layers.Layer):
     with these input moments gives in training. They therefore never lag
     behind the kernel. The hidden-to-hidden and cell statistics depend on
     the network's state, and are the debiased moving averages of their batch
-    moments.
+    moments. A feature constant over every training batch of its step (the
+    state during the blank first rows or pixels of a digit, the same for
+    every example) normalizes to exactly `beta` in training whatever its
+    value; its moving variance is then exactly 0 and inference maps it to
+    `beta` too, instead of amplifying the lag of its moving mean by
+    `1 / sqrt(epsilon)`.
 
     A training batch of one example does not update the statistics.
     `kbn.recompute_batch_norm_statistics` replaces them by population
