@@ -2,7 +2,7 @@
 
 - `kbn.layers`: `BatchNorm` (same numbers as `keras.layers.BatchNormalization`,
   plus ghost batches, population statistics, renorm schedules, hooks for
-  subclasses) and `BNLSTMCell` (recurrent batch norm);
+  subclasses) and `BNLSTM` (recurrent batch norm in a compiled loop);
 - `kbn.ops`: the batch-norm maths as pure functions;
 - `kbn.callbacks`: callbacks for `model.fit` that count global steps;
 - `kbn.MultiStepTrainer`: many training batches per compiled call;

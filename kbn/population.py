@@ -5,9 +5,9 @@ inference mean and variance of each batch norm are the averages of the batch
 statistics over the training data, `E[x] = E_B[mean_B]` and
 `Var[x] = m / (m - 1) * E_B[var_B]`, computed with the final weights, rather
 than moving averages collected while the weights were still changing.
-`recompute_batch_norm_statistics` does that for every kbn `BatchNorm` and
-`BNLSTMCell` of a model (PyTorch's `torch.optim.swa_utils.update_bn` does the
-same for its layers).
+`recompute_batch_norm_statistics` does that for every kbn `BatchNorm`,
+`BNLSTM` and (deprecated) `BNLSTMCell` of a model (PyTorch's
+`torch.optim.swa_utils.update_bn` does the same for its layers).
 
 It asks each layer for its statistics rather than re-deriving them: inside
 `layer.recording_statistics(unbiased)`, a training-mode call of the layer
@@ -38,7 +38,7 @@ def recompute_batch_norm_statistics(
     normalizes with batch statistics, renorm layers with their corrections,
     as in training) and sets the moving mean and variance
     of every kbn `BatchNorm` that tracks running statistics (and of every
-    `BNLSTMCell`, per time step) to the plain average of its batch moments
+    `BNLSTM` and `BNLSTMCell`, per time step) to the plain average of its batch moments
     over all batches, each batch variance made unbiased first (`unbiased=
     True`, the paper's choice: `m / (m - 1)` for the sample variance, `m`
     the number of values per feature in the batch). A batch that gives a

@@ -12,6 +12,11 @@ second, measured after a warm-up that compiles everything:
   (`jax.lax.fori_loop`, or `tf.while_loop` without XLA), data on the device:
   the ceiling.
 
+`sequence_training` times the training step of an LSTM and a BN-LSTM
+(`kbn.layers.BNLSTM`) on pixel-by-pixel MNIST sequences (784 steps of 1
+pixel, 100 units, batches of 64, as Cooijmans et al. 2016): the ratio of the
+two is the cost of recurrent batch norm.
+
 Timings depend on the machine and its load; compare ratios measured side by
 side in one run.
 """
@@ -252,6 +257,53 @@ def inference(dataset, batch_norm, batches=10_000, fold=False, seed=0, batch_siz
     return calls / (time.perf_counter() - start)
 
 
+SEQUENCE_UNITS = 100
+SEQUENCE_BATCH_SIZE = 64
+
+
+def sequence_training(dataset, batch_norm, batches=5, steps=784, seed=0):
+    """Training batches/s of an LSTM or a BN-LSTM on pixel sequences.
+
+    A `(steps, 784 // steps)` sequence per image, `SEQUENCE_UNITS` units and
+    a linear readout, Adam, `train_on_batch` on batches of
+    `SEQUENCE_BATCH_SIZE` (a compiled step), timed after one warm-up batch
+    that compiles it.
+    """
+    from kbn.layers import BNLSTM
+
+    features = 784 // steps
+    images = dataset.train.images[: SEQUENCE_BATCH_SIZE * 4]
+    images = images.reshape(-1, steps, features)
+    labels = dataset.train.labels[: len(images)]
+    inputs = keras.Input((steps, features))
+    if batch_norm:
+        rnn = BNLSTM(SEQUENCE_UNITS, steps, seed=seed)
+    else:
+        rnn = keras.layers.LSTM(SEQUENCE_UNITS)
+    model = keras.Model(inputs, keras.layers.Dense(10)(rnn(inputs)))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.001),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    size = SEQUENCE_BATCH_SIZE
+
+    def batch(i):
+        start = (i % 4) * size
+        return images[start : start + size], labels[start : start + size]
+
+    model.train_on_batch(*batch(0))
+    start = time.perf_counter()
+    for i in range(batches):
+        loss = model.train_on_batch(*batch(i + 1))
+    float(np.asarray(loss))
+    return batches / (time.perf_counter() - start)
+
+
+SEQUENCE_MEASUREMENTS = {
+    "LSTM, 784 pixel steps": (sequence_training, {"batch_norm": False}),
+    "BN-LSTM, 784 pixel steps": (sequence_training, {"batch_norm": True}),
+}
+
 MEASUREMENTS = {
     # name: (function, keyword arguments)
     "kbn path, BN": (kbn_path, {"batch_norm": True}),
@@ -267,11 +319,16 @@ MEASUREMENTS = {
     "hand-written loop, no BN": (handwritten_loop, {"batch_norm": False}),
     "inference, BN model": (inference, {"batch_norm": True}),
     "inference, folded BN model": (inference, {"batch_norm": True, "fold": True}),
+    **SEQUENCE_MEASUREMENTS,
 }
+MLP_MEASUREMENTS = [n for n in MEASUREMENTS if n not in SEQUENCE_MEASUREMENTS]
 
 
-def measure(dataset, batches, repeats, names=None):
+def measure(dataset, batches, repeats, names=None, sequence_batches=5):
     """Runs every measurement `repeats` times, interleaved; returns rows.
+
+    The MLP's measurements time `batches` batches, the sequences'
+    `sequence_batches` (a 784-step batch costs about a thousand MLP ones).
 
     Interleaving (all measurements once, then all again) spreads a burst of
     load on a shared machine over all of them instead of one.
@@ -287,7 +344,15 @@ def measure(dataset, batches, repeats, names=None):
                     "backend": keras.backend.backend(),
                     "measurement": name,
                     "repeat": repeat,
-                    "steps_per_second": function(dataset, batches=batches, **kwargs),
+                    "steps_per_second": function(
+                        dataset,
+                        batches=(
+                            sequence_batches
+                            if function is sequence_training
+                            else batches
+                        ),
+                        **kwargs,
+                    ),
                     "unit": (
                         "inference calls (500 images)/s"
                         if function is inference
@@ -311,6 +376,20 @@ def ratios(medians):
     speed = medians["steps_per_second"]
     backends = sorted({b for b, _ in speed.index})
     rows = []
+    for b in backends:
+        lstm = speed.get((b, "LSTM, 784 pixel steps"))
+        bn_lstm = speed.get((b, "BN-LSTM, 784 pixel steps"))
+        if lstm and bn_lstm:
+            rows.append(
+                {
+                    "ratio": "BN-LSTM / LSTM time per training batch (784 steps)",
+                    "backend": b,
+                    "value": lstm / bn_lstm,
+                    "goal": "<= 1.5",
+                }
+            )
+    if not any(speed.get((b, "kbn path, BN")) for b in backends):
+        return rows
     hand = {b: speed.get((b, "hand-written loop, BN")) for b in backends}
     fastest = max((b for b in backends if hand[b]), key=lambda b: hand[b], default=None)
     for b in backends:

@@ -9,7 +9,10 @@ backend (TensorFlow, JAX), training steps per second (batches of 60) of:
 - the same path with `keras.layers.BatchNormalization` in place of kbn's;
 - plain `model.fit` with `steps_per_execution=50`, what a Keras user writes;
 - a hand-written loop with every step inside one compiled loop: the ceiling;
-- inference of the BN model and of its folded copy (`kbn.fold_batch_norm`).
+- inference of the BN model and of its folded copy (`kbn.fold_batch_norm`);
+- the training step of an LSTM and of a BN-LSTM (`kbn.layers.BNLSTM`, 100
+  units, batches of 64) on 784-step pixel sequences, and their ratio
+  (`--suite lstm` runs these alone).
 
 Each measurement is repeated `--repeats` times, interleaved, and the median
 is reported with the ratios the project aims at. Each backend runs in its own
@@ -17,6 +20,7 @@ process (Keras picks its backend once per process).
 
     python recipes/benchmark.py                     # about 7 minutes here
     python recipes/benchmark.py --batches 2000 --repeats 1 --backends jax
+    python recipes/benchmark.py --suite lstm --repeats 3   # BN-LSTM / LSTM
 
 Writes `<out>/benchmark.csv` (every repeat), `<out>/benchmark.md` (medians
 and ratios). Timings are not tests: a shared machine is noisy; compare the

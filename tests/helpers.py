@@ -89,6 +89,7 @@ BACKEND_SENSITIVE = [
     "tests/test_population.py",
     "tests/test_numerics.py",
     "tests/test_bn_lstm.py",
+    "tests/test_bn_lstm_layer.py",
     "tests/test_callbacks.py",
     "tests/test_tensorboard_callbacks.py",
     "tests/test_networks.py",

@@ -405,7 +405,7 @@ def test_inference_modes_constant_prediction_and_restore(tmp_path):
 @pytest.mark.slow
 def test_benchmark_table_is_complete(tmp_path):
     result = run_recipe(
-        "benchmark.py", "--batches", "500", "--repeats", "1",
+        "benchmark.py", "--batches", "500", "--repeats", "1", "--suite", "mlp",
         "--backends", "jax", "--out", tmp_path,
     )  # fmt: skip
     frame = pd.read_csv(tmp_path / "benchmark.csv")
@@ -419,6 +419,26 @@ def test_benchmark_table_is_complete(tmp_path):
         "validation recorder overhead",
     ):
         assert ratio in markdown and ratio in result.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_lstm_suite_gives_the_ratio(tmp_path):
+    result = run_recipe(
+        "benchmark.py", "--suite", "lstm", "--sequence-batches", "1",
+        "--repeats", "1", "--backends", "tensorflow", "--out", tmp_path,
+    )  # fmt: skip
+    frame = pd.read_csv(tmp_path / "benchmark.csv")
+    assert sorted(frame["measurement"]) == [
+        "BN-LSTM, 784 pixel steps",
+        "LSTM, 784 pixel steps",
+    ]
+    assert (frame["steps_per_second"] > 0).all()
+    ratio = "BN-LSTM / LSTM time per training batch (784 steps)"
+    assert ratio in result.stdout
+    speed = frame.set_index("measurement")["steps_per_second"]
+    expected = speed["LSTM, 784 pixel steps"] / speed["BN-LSTM, 784 pixel steps"]
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert f"| {ratio} | tensorflow | {expected:.2f} " in markdown
 
 
 def _read_back(run_dir, networks, steps):
@@ -457,6 +477,38 @@ def test_sequential_mnist_tiny(tmp_path):
     assert "Sequences: permuted_rows, 28 steps of 28" in result.stdout
     name = f"sequential_permuted_rows_units8_adam0.001_20x16_sample10_seed0_{SUBSET}"
     _read_back(tmp_path / name, ["lstm", "bn_lstm"], [10, 20])
+    population = json.loads(
+        (tmp_path / name / "population_statistics.json").read_text()
+    )
+    moving = pd.read_csv(tmp_path / name / "results.csv").set_index("network")
+    assert population["moving_validation_accuracy"] == pytest.approx(
+        moving.loc["bn_lstm", "final_validation_accuracy"]
+    )
+    assert population["gap_points"] == pytest.approx(
+        100
+        * (population["validation_accuracy"] - population["moving_validation_accuracy"])
+    )
+    assert "Population minus moving statistics (validation)" in result.stdout
+    assert [r["network"] for r in population["networks"]] == ["lstm", "bn_lstm"]
+
+
+@pytest.mark.slow
+def test_sequential_mnist_permuted_pixels_tiny(tmp_path):
+    """784 steps in a compiled loop, both networks; the paper's row."""
+    result = run_recipe(
+        "sequential_mnist.py", "--units", "4", "--batches", "2",
+        "--batches-per-sample", "2", "--batch-size", "8", "--pixels", "--permuted",
+        "--population-batches", "2", "--log-dir", tmp_path, backend="tensorflow",
+    )  # fmt: skip
+    assert "Sequences: permuted_pixels, 784 steps of 1" in result.stdout
+    name = f"sequential_permuted_pixels_units4_adam0.001_2x8_sample2_seed0_{SUBSET}"
+    _read_back(tmp_path / name, ["lstm", "bn_lstm"], [2])
+    population = json.loads(
+        (tmp_path / name / "population_statistics.json").read_text()
+    )
+    paper = {r["network"]: r["paper_test_accuracy"] for r in population["networks"]}
+    assert paper == {"lstm": 0.902, "bn_lstm": 0.954}
+    assert population["batches"] == 2
 
 
 @pytest.mark.slow

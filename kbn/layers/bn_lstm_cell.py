@@ -1,13 +1,23 @@
+import warnings
+
 import keras
 from keras import initializers
 from keras import ops
 
 from kbn import ops as bn_ops
+from kbn.layers.bn_lstm_layer import seeded as _seeded
 
 
 @keras.saving.register_keras_serializable(package="kbn")
 class BNLSTMCell(keras.layers.Layer):
     """LSTM cell with recurrent batch normalization (Cooijmans et al., 2016).
+
+    **Deprecated: use `kbn.layers.BNLSTM`**, the same maths in a compiled
+    loop. This cell writes its statistics inside the recurrence, so it runs
+    only in an unrolled `keras.layers.RNN` (784 steps do not compile in
+    reasonable time), and its start-up average keeps the first batches'
+    statistics for too long. It stays correct unrolled and keeps its
+    behaviour, for models that use it.
 
     Batch norm is applied separately to the input-to-hidden and the
     hidden-to-hidden terms, and to the cell state before the output `tanh`:
@@ -75,6 +85,13 @@ class BNLSTMCell(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        warnings.warn(
+            "BNLSTMCell is deprecated: it updates its statistics inside the "
+            "recurrence and needs an unrolled loop. Use kbn.layers.BNLSTM, "
+            "which runs in a compiled loop (keras.ops.scan).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         for arg, value in (("units", units), ("max_time_steps", max_time_steps)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(
@@ -228,7 +245,8 @@ class BNLSTMCell(keras.layers.Layer):
 
 
 def bn_lstm(units, max_time_steps, cell_kwargs=None, **rnn_kwargs):
-    """`keras.layers.RNN(BNLSTMCell(...), unroll=True)`.
+    """`keras.layers.RNN(BNLSTMCell(...), unroll=True)` (deprecated: use
+    `kbn.layers.BNLSTM`).
 
     Args:
         units, max_time_steps: As `BNLSTMCell`.
@@ -242,13 +260,3 @@ def bn_lstm(units, max_time_steps, cell_kwargs=None, **rnn_kwargs):
         )
     cell = BNLSTMCell(units, max_time_steps, **(cell_kwargs or {}))
     return keras.layers.RNN(cell, **rnn_kwargs)
-
-
-def _seeded(initializer, seed, offset):
-    if seed is None or not isinstance(initializer, initializers.Initializer):
-        return initializer
-    config = initializer.get_config()
-    if "seed" not in config:
-        return initializer
-    config["seed"] = seed * 10 + offset
-    return initializer.__class__.from_config(config)

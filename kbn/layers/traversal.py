@@ -4,10 +4,11 @@ import keras
 
 from kbn.layers.batch_norm import BatchNorm
 from kbn.layers.bn_lstm_cell import BNLSTMCell
+from kbn.layers.bn_lstm_layer import BNLSTM
 
 
 def batch_norm_layers(model):
-    """Every kbn `BatchNorm` and `BNLSTMCell` in `model`, nested ones included.
+    """Every kbn `BatchNorm`, `BNLSTM` and `BNLSTMCell` in `model`, nested too.
 
     Walks sub-models, the cells of recurrent layers and layers held as
     attributes, in breadth-first order, each layer once.
@@ -18,7 +19,7 @@ def batch_norm_layers(model):
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        if isinstance(layer, (BatchNorm, BNLSTMCell)):
+        if isinstance(layer, (BatchNorm, BNLSTM, BNLSTMCell)):
             found.append(layer)
         queue.extend(getattr(layer, "layers", []) or [])
         cell = getattr(layer, "cell", None)

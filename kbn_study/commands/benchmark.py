@@ -1,5 +1,6 @@
 """Measure training speed of the study's MLP: kbn vs Keras's layer vs a hand-written
-loop, per backend.
+loop, per backend; and a BN-LSTM's training step against an LSTM's on 784-step
+sequences.
 
 The entry point of `recipes/benchmark.py` (see its docstring), also
 `python -m kbn_study.commands.benchmark` and `kbn-benchmark`.
@@ -26,6 +27,19 @@ def parse_args(argv=None):
         type=cli.positive_int,
         default=5,
         help="repeats of every measurement, interleaved",
+    )
+    parser.add_argument(
+        "--suite",
+        choices=("all", "mlp", "lstm"),
+        default="all",
+        help="measurements to run: the MLP's, the LSTM vs BN-LSTM on 784 "
+        "pixel steps, or both",
+    )
+    parser.add_argument(
+        "--sequence-batches",
+        type=cli.positive_int,
+        default=5,
+        help="timed training batches of 784 steps per LSTM measurement",
     )
     parser.add_argument(
         "--backends",
@@ -64,7 +78,14 @@ def worker(args):
     from kbn_study import mnist
 
     dataset = mnist.load_mnist(args.data, name=args.dataset)
-    rows = benchmark.measure(dataset, args.batches, args.repeats)
+    names = {
+        "all": list(benchmark.MEASUREMENTS),
+        "mlp": benchmark.MLP_MEASUREMENTS,
+        "lstm": list(benchmark.SEQUENCE_MEASUREMENTS),
+    }[args.suite]
+    rows = benchmark.measure(
+        dataset, args.batches, args.repeats, names, args.sequence_batches
+    )
     for row in rows:
         row["data_source"] = dataset.source
     print("KBN-ROWS " + json.dumps(rows))
@@ -97,6 +118,8 @@ def main(argv=None):
         command = [sys.executable, "-m", "kbn_study.commands.benchmark"]
         command += ["--worker", backend, "--batches", str(args.batches)]
         command += ["--repeats", str(args.repeats), "--dataset", args.dataset]
+        command += ["--suite", args.suite]
+        command += ["--sequence-batches", str(args.sequence_batches)]
         if args.data:
             command += ["--data", args.data]
         result = subprocess.run(
@@ -126,11 +149,15 @@ def main(argv=None):
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
     header = (
         f"# kbn benchmark\n\n{datetime.date.today()}, {machine}; "
-        f"{args.batches:,} timed batches of 60 after a warm-up, median of "
-        f"{args.repeats}; data: {frame['data_source'].iloc[0]}.\n"
+        f"MLP: {args.batches:,} timed batches of 60 after a warm-up; LSTMs: "
+        f"{args.sequence_batches} timed batches of 64 sequences of 784 steps "
+        f"after one warm-up batch; median of {args.repeats}; suite "
+        f"{args.suite}; data: {frame['data_source'].iloc[0]}.\n"
     )
     speeds = medians.reset_index().assign(
-        per_second=lambda f: f["steps_per_second"].map("{:,.0f}".format)
+        per_second=lambda f: f["steps_per_second"].map(
+            lambda v: f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+        )
     )[["backend", "measurement", "per_second", "unit"]]
     ratios_text = ratio_table.assign(value=ratio_table["value"].map("{:.2f}".format))
     markdown = (
