@@ -61,6 +61,22 @@ class ExperimentConfig:
     # exactly at the samples. Does not change the results.
     batches_per_step: int | None = None
 
+    @classmethod
+    def from_args(cls, args):
+        """The configuration that a command's parsed arguments ask for
+        (`cli.add_run_arguments` and the study's configuration flags)."""
+        return cls(
+            activation=args.activation,
+            learning_rate=args.learning_rate,
+            weights=args.weights,
+            batches=args.batches,
+            batches_per_sample=args.batches_per_sample,
+            seed=args.seed,
+            log_dir=args.log_dir,
+            data=args.data,
+            dataset=args.dataset,
+        )
+
     def __post_init__(self):
         if not (isinstance(self.activation, str) and self.activation):
             checks.fail("activation", self.activation, "the name of a Keras activation")

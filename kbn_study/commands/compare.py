@@ -46,17 +46,7 @@ def main(argv=None):
     from kbn_study import experiment
     from kbn_study import published
 
-    config = experiment.ExperimentConfig(
-        activation=args.activation,
-        learning_rate=args.learning_rate,
-        weights=args.weights,
-        batches=args.batches,
-        batches_per_sample=args.batches_per_sample,
-        seed=args.seed,
-        log_dir=args.log_dir,
-        data=args.data,
-        dataset=args.dataset,
-    )
+    config = experiment.ExperimentConfig.from_args(args)
     dataset = cli.load_data(args)
     print(f"Backend: {keras.backend.backend()}; run: {config.name(dataset)}")
     result = experiment.train_and_test(

@@ -63,17 +63,7 @@ def main(argv=None):
     from kbn_study import covariate_shift
     from kbn_study import experiment
 
-    config = experiment.ExperimentConfig(
-        activation=args.activation,
-        learning_rate=args.learning_rate,
-        weights=args.weights,
-        batches=args.batches,
-        batches_per_sample=args.batches_per_sample,
-        seed=args.seed,
-        log_dir=args.log_dir,
-        data=args.data,
-        dataset=args.dataset,
-    )
+    config = experiment.ExperimentConfig.from_args(args)
     dataset = cli.load_data(args)
     schedule = config.schedule
     run_dir = os.path.join(args.log_dir, f"covariate_shift_{config.name(dataset)}")
