@@ -132,14 +132,12 @@ class ActivationPercentiles(GlobalStepCallback):
         self._samples = {name: [] for name in self.layer_names}
         self.values = {}
         self._writer = None
-        self._next_sample = self.every_n_batches
+        self.start_sampling(self.every_n_batches)
         self._sample()
 
     def on_steps_end(self, logs=None):
-        if self.global_step >= self._next_sample:
+        if self.sample_due():
             self._sample()
-            n = self.every_n_batches
-            self._next_sample = (self.global_step // n + 1) * n
 
     def on_train_end(self, logs=None):
         if self.record_final and self.steps[-1] != self.global_step:

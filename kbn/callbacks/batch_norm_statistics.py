@@ -84,15 +84,13 @@ class BatchNormStatistics(GlobalStepCallback):
             network = model.model if isinstance(model, MultiStepTrainer) else model
             self._probe = _Probe(network, measured, self.probe_images)
         self._writer = None
-        self._next_sample = self.every_n_batches
+        self.start_sampling(self.every_n_batches)
         self._last_sample = None
         self._sample()
 
     def on_steps_end(self, logs=None):
-        if self.global_step >= self._next_sample:
+        if self.sample_due():
             self._sample()
-            n = self.every_n_batches
-            self._next_sample = (self.global_step // n + 1) * n
 
     def on_train_end(self, logs=None):
         if self.record_final and self._last_sample != self.global_step:

@@ -41,3 +41,19 @@ class GlobalStepCallback(keras.callbacks.Callback):
 
     def on_steps_end(self, logs=None):
         """Called after each training-function call, with `global_step` set."""
+
+    def start_sampling(self, every_n_batches):
+        """Starts the schedule of `sample_due`: every `every_n_batches`."""
+        self._sample_every = every_n_batches
+        self._next_sample = every_n_batches
+
+    def sample_due(self):
+        """Whether `global_step` has reached the next multiple of the
+        sampling interval since the last sample; if so, moves the schedule
+        to the multiple after `global_step` (one sample per training-function
+        call, however many batches it ran)."""
+        if self.global_step < self._next_sample:
+            return False
+        n = self._sample_every
+        self._next_sample = (self.global_step // n + 1) * n
+        return True

@@ -62,7 +62,7 @@ class TrainingScalars(GlobalStepCallback):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        self._next_sample = self.every_n_batches
+        self.start_sampling(self.every_n_batches)
         self._last_sample = None
         self._writer = None
         # (step, rate) of every sample, written once the rate has changed.
@@ -70,10 +70,8 @@ class TrainingScalars(GlobalStepCallback):
         self._rate_changed = False
 
     def on_steps_end(self, logs=None):
-        if self.global_step >= self._next_sample:
+        if self.sample_due():
             self._sample(logs)
-            n = self.every_n_batches
-            self._next_sample = (self.global_step // n + 1) * n
 
     def on_train_end(self, logs=None):
         if self.record_final and self.global_step > 0:

@@ -90,7 +90,7 @@ class ValidationAccuracyRecorder(GlobalStepCallback):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self.steps, self.accuracies, self.losses = [], [], []
-        self._next_sample = self.every_n_batches
+        self.start_sampling(self.every_n_batches)
         self._writer = None
         # Compiled per run: the model may have changed since the last one.
         self._accuracy = Accuracy(
@@ -98,10 +98,8 @@ class ValidationAccuracyRecorder(GlobalStepCallback):
         )
 
     def on_steps_end(self, logs=None):
-        if self.global_step >= self._next_sample:
+        if self.sample_due():
             self._record(logs)
-            n = self.every_n_batches
-            self._next_sample = (self.global_step // n + 1) * n
 
     def on_train_end(self, logs=None):
         if self.record_final and self.global_step > 0:
