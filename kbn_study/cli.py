@@ -72,6 +72,10 @@ def fraction(text):
     return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
+def momentum(text):
+    return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
 def _number(text, kind, ok, expected):
     try:
         value = kind(text)

@@ -209,6 +209,37 @@ def test_scan_equals_python_loop(rng):
         reference.assert_close(a, b, 10.0)
 
 
+def test_written_out_gradient_equals_automatic_one(rng, monkeypatch):
+    """The step's batch norm with its gradient written out gives the outputs,
+    gradients and statistics of the same batch norm differentiated
+    automatically (`kbn.ops.moments` and `kbn.ops.normalize`), constant
+    features included (the first step's `W_h h_0` is 0 for every example)."""
+    from kbn import ops as bn_ops
+    from kbn.layers import bn_lstm_layer
+
+    x = rng.normal(0.5, 2.0, size=(6, 5, FEATURES)).astype("float32")
+    x[:, 1, 0] = 0.25  # a constant input feature at the second step
+    layer = BNLSTM(UNITS, MAX_STEPS, seed=4)
+    layer.build(x.shape)
+    _gammas_away_from_start(layer, np.random.default_rng(0))
+    written = _gradients(layer, x)
+
+    def automatic(x, gamma, beta, epsilon):
+        mean, variance = bn_ops.moments(x, [0])
+        y = bn_ops.normalize(x, mean, variance, gamma, beta, epsilon)
+        return y, (mean, variance)
+
+    monkeypatch.setattr(bn_lstm_layer, "_step_batch_norm", automatic)
+    layer = BNLSTM(UNITS, MAX_STEPS, seed=4)
+    layer.build(x.shape)
+    _gammas_away_from_start(layer, np.random.default_rng(0))
+    expected = _gradients(layer, x)
+    reference.assert_close(written[0], expected[0], 1.0)
+    assert len(written[1]) == 7
+    for a, b in zip(written[1] + written[2], expected[1] + expected[2]):
+        reference.assert_close(a, b, 10.0)
+
+
 def test_a_batch_of_one_changes_no_statistic(rng):
     layer = BNLSTM(UNITS, MAX_STEPS)
     x = rng.normal(size=(4, MAX_STEPS, FEATURES)).astype("float32")
