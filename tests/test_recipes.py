@@ -92,7 +92,10 @@ def test_runs_on_other_data_keep_both_results(tmp_path):
     data_a = _fake_mnist_file(tmp_path / "a.npz", seed=1)
     data_b = _fake_mnist_file(tmp_path / "b.npz", seed=2)
     logs = tmp_path / "logs"
-    args = ["--batches", "20", "--batches-per-sample", "10", "--log-dir", logs]
+    # One worker: what is checked is where the results go, and one worker
+    # process instead of two per run halves the start-ups (TF, JAX).
+    args = ["--batches", "20", "--batches-per-sample", "10", "--workers", "1"]
+    args += ["--log-dir", logs]
     outs = [
         run_recipe("compare.py", *args, *extra).stdout
         for extra in (
