@@ -11,7 +11,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-
 # The test that collects the JAX run's result (see pytest_collection_finish).
 JAX_RUN_TEST = "tests/test_backends.py"
 
@@ -42,9 +41,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_collection_finish(session):
     """Starts the JAX run of the backend-sensitive tests when it is collected."""
-    wanted = any(
-        item.nodeid.startswith(JAX_RUN_TEST) for item in session.items
-    )
+    wanted = any(item.nodeid.startswith(JAX_RUN_TEST) for item in session.items)
     if wanted and keras.backend.backend() != "jax":
         from tests.helpers import start_jax_run
 
