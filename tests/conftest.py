@@ -11,6 +11,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# The test that collects the JAX run's result (see pytest_collection_finish).
+JAX_RUN_TEST = "tests/test_backends.py"
+
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -29,11 +32,16 @@ def mnist_subset():
     return mnist.load_mnist()
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Puts the JAX run's test last: it waits for the JAX run, which then runs
+    beside every other test instead of beside the few collected before it."""
+    last = [item for item in items if item.nodeid.startswith(JAX_RUN_TEST)]
+    items[:] = [item for item in items if item not in last] + last
+
+
 def pytest_collection_finish(session):
     """Starts the JAX run of the backend-sensitive tests when it is collected."""
-    wanted = any(
-        item.nodeid.startswith("tests/test_backends.py") for item in session.items
-    )
+    wanted = any(item.nodeid.startswith(JAX_RUN_TEST) for item in session.items)
     if wanted and keras.backend.backend() != "jax":
         from tests.helpers import start_jax_run
 

@@ -3,8 +3,8 @@
 The suite runs on Keras's default backend (TensorFlow). A Keras process
 cannot switch backends, so `conftest.py` starts pytest in a new process with
 `KERAS_BACKEND=jax` on the modules of `helpers.BACKEND_SENSITIVE` as soon as
-the tests are collected (both backends then run at once), and this test
-collects its result. A failure names each failing JAX test.
+the tests are collected (both backends then run at once), and this test,
+which conftest.py puts last, collects its result. A failure names each failing JAX test.
 """
 
 import keras

@@ -74,10 +74,11 @@ def test_compare_default_run_batch_norm_wins(tmp_path):
 
 @pytest.mark.slow
 def test_compare_on_tensorflow_with_sigmoid_is_quiet(tmp_path):
+    # One worker: its start-up is as quiet (or not) as each of two.
     result = run_recipe(
         "compare.py", "--activation", "sigmoid", "--learning-rate", "1",
-        "--batches", "100", "--batches-per-sample", "25", "--log-dir", tmp_path,
-        backend="tensorflow",
+        "--batches", "100", "--batches-per-sample", "25", "--workers", "1",
+        "--log-dir", tmp_path, backend="tensorflow",
     )  # fmt: skip
     name = f"sigmoid_lr1_good_100x60_sample25_seed0_{SUBSET}"
     assert f"Backend: tensorflow; run: {name}" in result.stdout
@@ -92,7 +93,10 @@ def test_runs_on_other_data_keep_both_results(tmp_path):
     data_a = _fake_mnist_file(tmp_path / "a.npz", seed=1)
     data_b = _fake_mnist_file(tmp_path / "b.npz", seed=2)
     logs = tmp_path / "logs"
-    args = ["--batches", "20", "--batches-per-sample", "10", "--log-dir", logs]
+    # One worker: what is checked is where the results go, and one worker
+    # process instead of two per run halves the start-ups (TF, JAX).
+    args = ["--batches", "20", "--batches-per-sample", "10", "--workers", "1"]
+    args += ["--log-dir", logs]
     outs = [
         run_recipe("compare.py", *args, *extra).stdout
         for extra in (

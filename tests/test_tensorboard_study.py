@@ -37,9 +37,10 @@ BATCH_NORM_LAYERS = ["batch_norm_1", "batch_norm_2", "batch_norm_3"]
 
 def test_compare_writes_both_networks_on_one_step_axis(tmp_path):
     """`compare.py` (JAX): the curves of both networks overlay in TensorBoard."""
+    # One worker trains both networks: their event files are the same.
     run_recipe(
         "compare.py", "--batches", "40", "--batches-per-sample", "20",
-        "--log-dir", tmp_path,
+        "--workers", "1", "--log-dir", tmp_path,
     )  # fmt: skip
     run_dir = tmp_path / "relu_lr0.01_good_40x60_sample20_seed0_mnist-subset"
     curves = pd.read_csv(run_dir / "curves.csv")
