@@ -173,6 +173,7 @@ BAD_INPUT = [
     ("convnet.py", ["--learning-rate", "-1"], 2, "Received: '-1'"),
     ("convnet.py", ["--log-dir", "{file}"], 2, "expected a folder, but it is a file"),
     ("sequential_mnist.py", ["--units", "0"], 2, "Received: '0'"),
+    ("sequential_mnist.py", ["--momentum", "1"], 2, "Received: '1'"),
     ("sequential_mnist.py", ["--data", "{random}"], 1, "Corrupt MNIST file {random}"),
     ("distributed.py", ["--strategy", "ring"], 2, "invalid choice: 'ring'"),
     ("distributed.py", ["--devices", "0"], 2, "Received: '0'"),

@@ -1,0 +1,83 @@
+"""Where the BN-LSTM's training time goes, on one backend.
+
+Times `train_on_batch` and `predict_on_batch` of a `keras.layers.LSTM` and a
+`kbn.layers.BNLSTM` (100 units, 784 steps of one value, batches of 64),
+interleaved, and prints the medians and BN-LSTM / LSTM ratios. With
+`--no-batch-norm`, the BN-LSTM's in-step batch norms are replaced by a plain
+`x * gamma (+ beta)` (no moments), to separate the cost of the loop from
+that of the normalizations.
+
+    KERAS_BACKEND=tensorflow python docs/bn_lstm_speed_parts.py
+    KERAS_BACKEND=tensorflow python docs/bn_lstm_speed_parts.py --no-batch-norm
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-batch-norm", action="store_true")
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    from keras import ops
+
+    import kbn
+    from kbn.layers import bn_lstm_layer
+
+    if args.no_batch_norm:
+
+        def scaled(x, gamma, beta, epsilon):
+            zeros = ops.zeros_like(x[0])
+            y = x * gamma if beta is None else x * gamma + beta
+            return y, (zeros, zeros)
+
+        bn_lstm_layer._step_batch_norm = scaled
+
+    steps = 784
+    rng = np.random.default_rng(0)
+    x = (rng.random((64, steps, 1)) > 0.8).astype("float32")
+    y = rng.integers(0, 10, 64)
+
+    def build(batch_norm):
+        inputs = keras.Input((steps, 1))
+        rnn = kbn.layers.BNLSTM(100, steps, seed=0) if batch_norm else None
+        rnn = rnn or keras.layers.LSTM(100)
+        model = keras.Model(inputs, keras.layers.Dense(10)(rnn(inputs)))
+        model.compile(
+            keras.optimizers.Adam(0.001),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        model.train_on_batch(x, y)
+        model.predict_on_batch(x)
+        return model
+
+    models = {"lstm": build(False), "bn_lstm": build(True)}
+    train = {name: [] for name in models}
+    predict = {name: [] for name in models}
+    for _ in range(args.repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            float(np.asarray(model.train_on_batch(x, y)))
+            train[name].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            np.asarray(model.predict_on_batch(x))
+            predict[name].append(time.perf_counter() - start)
+    for label, times in (("train", train), ("predict", predict)):
+        median = {name: float(np.median(t)) for name, t in times.items()}
+        print(
+            f"{keras.backend.backend()} {label}: LSTM {median['lstm']:.3f} s, "
+            f"BN-LSTM {median['bn_lstm']:.3f} s, ratio "
+            f"{median['bn_lstm'] / median['lstm']:.2f}"
+            + (" (batch norms replaced)" if args.no_batch_norm else "")
+        )
+
+
+if __name__ == "__main__":
+    main()
