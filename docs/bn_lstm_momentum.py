@@ -80,9 +80,14 @@ def main():
                 v.assign(value)
             row["gap_points"] = 100 * (row["population"] - row["moving"])
             rows.append(row)
+            # Written as it goes: a long run that stops keeps what it measured.
+            os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+            pd.DataFrame(rows).to_csv(args.out, index=False)
+            frozen = f"  frozen {row['frozen']:.4f}" if args.frozen else ""
             print(
                 f"momentum {momentum}: batch {done:5d}  moving {row['moving']:.4f}  "
-                f"population {row['population']:.4f}  gap {row['gap_points']:+.2f}  "
+                f"population {row['population']:.4f}{frozen}  "
+                f"gap {row['gap_points']:+.2f}  "
                 f"({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
