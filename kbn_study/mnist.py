@@ -192,10 +192,16 @@ def _load_raw(path, name, download):
         return raw, f"file: {path}", True, f"{name}-{_fingerprint(raw)}"
 
     cache = _keras_cache(name)
-    if os.path.exists(cache):
+    if _cache_is_complete(cache):
         return _read_local(cache), f"keras cache: {cache}", True, name
 
-    failures = [f"no Keras cache at {cache}"]
+    if os.path.exists(cache):
+        # Keras makes the Fashion-MNIST folder before it downloads into it:
+        # a failed download leaves it empty, which must not hide the other
+        # sources.
+        failures = [f"the Keras cache at {cache} is incomplete"]
+    else:
+        failures = [f"no Keras cache at {cache}"]
     if os.environ.get("KBN_OFFLINE", "") not in ("", "0"):
         download = False
     if download:
@@ -228,6 +234,19 @@ def _load_raw(path, name, download):
         f"the full set, put mnist.npz at {cache} or pass path= (or --data)."
     )
     return _shipped_subset(), SUBSET_SOURCE, False, f"{name}-subset"
+
+
+def _cache_is_complete(cache):
+    """Whether Keras's cache holds the data: `mnist.npz`, or a Fashion-MNIST
+    folder with the four IDX files (a corrupt file is still an error)."""
+    if not os.path.isdir(cache):
+        return os.path.isfile(cache)
+    try:
+        for filename in _IDX_FILES.values():
+            _find_idx(cache, filename)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _fingerprint(raw):

@@ -92,6 +92,26 @@ def test_keras_cache_is_used(rng, tmp_path, monkeypatch):
     np.testing.assert_array_equal(dataset.test.labels, y_test)
 
 
+def test_an_empty_fashion_cache_left_by_a_failed_download_is_skipped(
+    rng, tmp_path, monkeypatch
+):
+    """Keras makes ~/.keras/datasets/fashion-mnist before downloading into
+    it; offline the folder stays empty, and the loader must go on to
+    Debian's files instead of failing on it from then on."""
+    os.makedirs(tmp_path / "keras" / "datasets" / "fashion-mnist")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    arrays = _fake_mnist(rng)
+    _write_idx_folder(tmp_path / "debian", arrays)
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "debian"))
+    dataset = data.load_mnist(name="fashion_mnist", validation_size=10, download=False)
+    assert dataset.source.startswith("debian dataset-fashion-mnist: ")
+    np.testing.assert_array_equal(dataset.test.labels, arrays[3])
+    # With no other source, the error says the cache is incomplete.
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="is incomplete"):
+        data.load_mnist(name="fashion_mnist", download=False)
+
+
 def test_truncated_idx_file_names_the_file(rng, tmp_path):
     arrays = _fake_mnist(rng)
     _write_idx_folder(tmp_path, arrays, compress=False)
