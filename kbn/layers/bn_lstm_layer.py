@@ -326,16 +326,13 @@ class BNLSTM(keras.layers.Layer):
         return h, c, (*moments_h, *moments_c)
 
     def _training_step(self, carry, wx):
-        def batch_norm(gamma, beta):
-            return lambda x: _step_batch_norm(x, gamma, beta, self.epsilon)
-
         h, c = carry[:2]
         h, c, moments = self._cell(
             wx,
             h,
             c,
-            batch_norm(self.gamma_h, None),
-            batch_norm(self.gamma_c, self.beta_c),
+            lambda x: _step_batch_norm(x, self.gamma_h, None, self.epsilon),
+            lambda x: _step_batch_norm(x, self.gamma_c, self.beta_c, self.epsilon),
         )
         carry = (h, c, *moments)
         return carry, carry
@@ -543,11 +540,13 @@ def _step_batch_norm(x, gamma, beta, epsilon):
     """Batch norm of one step's `(batch, features)` values, and its moments.
 
     The moments are taken about the first example's value (without
-    gradient): a feature constant over the batch has exactly zero variance
-    and normalizes to exactly `beta`, and the float32 error does not grow
-    with |mean| / spread. The normalization has its gradient written out
-    (`_normalized`), fewer operations than the automatic one, which a loop
-    of hundreds of steps pays for on every step.
+    gradient), as `kbn.ops.moments` does: a feature constant over the batch
+    has exactly zero variance and normalizes to exactly `beta`. Unlike
+    `kbn.ops.moments` (two passes), the variance is `mean(d**2) -
+    mean(d)**2` of the shifted values `d`, one pass, whose float32 error
+    grows with |mean - first value| / spread rather than |mean| / spread;
+    with the written-out gradient (`_normalized`) it is fewer operations,
+    which a loop of hundreds of steps pays for on every step.
 
     Returns:
         `(y, (mean, variance))`, the moments without gradient.
