@@ -32,12 +32,15 @@ class BNLSTM(keras.layers.Layer):
     `max_time_steps - 1` on sharing the last row (the paper's `T_max`).
 
     **A compiled loop.** The recurrence runs in `keras.ops.scan` (a
-    `lax.scan` on JAX, a `while_loop` on TensorFlow). It writes no state: each
-    step returns its batch moments as outputs, and the moving statistics of
-    every step are updated once after the loop, in one vectorized assignment
-    per statistic. The input-to-hidden term of all steps is one matmul and
-    one batch norm before the loop. `unroll=True` runs the same step in a
-    Python loop instead (same numbers; for tests and short sequences).
+    `lax.scan` on JAX; on TensorFlow a `while_loop` that carries the states
+    in its loop variables, as Keras's TensorFlow RNN loop does). It writes
+    no state: each step returns its batch moments as outputs, and the moving
+    statistics of every step are updated once after the loop, in one
+    vectorized assignment per statistic. The input-to-hidden batch norm of
+    all steps is folded before the loop into per-step kernels and offsets,
+    `BN(W_x x_t) + b = x_t @ (W_x * scale_t) + offset_t`. `unroll=True` runs
+    the same step in a Python loop instead (same numbers; for tests and
+    short sequences).
 
     **Moving statistics that keep up.** Each row is a debiased exponential
     moving average: after `n` updates, the weight of the batch `k` updates
@@ -247,25 +250,13 @@ class BNLSTM(keras.layers.Layer):
         else:
             mean_x, variance_x = self.input_term_statistics(rows)
         scale, offset = _affine(mean_x, variance_x, self.gamma_x, None, self.epsilon)
-        offset = offset + self.bias
-        # BN(W_x x_t) + b in one batched matmul: x_t @ (W_x * scale_t) + offset_t.
-        kernel = ops.cast(self.kernel, dtype)[None] * scale[:, None, :]
-        wx = ops.matmul(inputs, kernel) + offset[:, None, :]  # (T, B, 4U)
-        batch = ops.shape(inputs)[1]
-        zeros = ops.zeros((batch, self.units), dtype)
-        carry = (zeros, zeros)
-        if learning:
-            # Keras's TensorFlow scan stacks outputs shaped like the carry:
-            # the step's moments ride in the carry and are its outputs.
-            gates, units = (
-                ops.zeros((4 * self.units,), dtype),
-                ops.zeros((self.units,), dtype),
-            )
-            carry = (zeros, zeros, gates, gates, units, units)
-            xs = wx
-        else:
+        # BN(W_x x_t) + b = x_t @ (W_x * scale_t) + offset_t, computed in the
+        # step: a (time, batch, 4 units) tensor of all steps' input terms
+        # would be written, read and differentiated whole.
+        kernels = ops.cast(self.kernel, dtype)[None] * scale[:, None, :]
+        xs = (inputs, kernels, offset + ops.cast(self.bias, dtype))
+        if not learning:
             rows_of = {n: ops.take(self._moving(n), rows, axis=0) for n in _NAMES}
-            xs = (wx,)
             for part, beta in (("h", None), ("c", self.beta_c)):
                 xs += _affine(
                     rows_of[f"moving_mean_{part}"],
@@ -274,79 +265,63 @@ class BNLSTM(keras.layers.Layer):
                     beta,
                     self.epsilon,
                 )
-        step = self._training_step if learning else self._inference_step
-        # What the loop stacks over time: the hidden states if returned, and
-        # in training each step's moments (carry[2:]).
-        keep = [0] if self.return_sequences else []
-        if learning:
-            keep += [2, 3, 4, 5]
-        last, ys = self._loop(step, carry, xs, steps, keep)
+        batch = ops.shape(inputs)[1]
+        zeros = ops.zeros((batch, self.units), dtype)
+        recurrent_kernel = ops.cast(self.recurrent_kernel, dtype)
+        gamma_h, gamma_c, beta_c = (
+            ops.cast(v, dtype) for v in (self.gamma_h, self.gamma_c, self.beta_c)
+        )
+        keep = self.return_sequences
+
+        def step(carry, x):
+            (h, c), (x_t, kernel_t, offset_t) = carry, x[:3]
+            if not learning:
+                scale_h, offset_h, scale_c, offset_c = x[3:]
+            wh = ops.matmul(h, recurrent_kernel)
+            if learning:
+                wh, moments_h = _step_batch_norm(wh, gamma_h, None, self.epsilon)
+            else:
+                wh, moments_h = wh * scale_h + offset_h, ()
+            wx = ops.matmul(x_t, kernel_t) + offset_t
+            i, f, g, o = ops.split(wx + wh, 4, axis=-1)
+            c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+            if learning:
+                normalized, moments_c = _step_batch_norm(
+                    c, gamma_c, beta_c, self.epsilon
+                )
+            else:
+                normalized, moments_c = c * scale_c + offset_c, ()
+            h = ops.sigmoid(o) * ops.tanh(normalized)
+            # What the loop stacks over time: the hidden state if returned,
+            # and in training the step's moments.
+            return (h, c), ((h,) if keep else ()) + moments_h + moments_c
+
+        (last, _), ys = self._loop(step, (zeros, zeros), xs, steps)
         if learning:
             self._after_training_pass(mean_in, covariance_in, batch, ys[-4:], steps)
         if self.return_sequences:
             return ops.transpose(ys[0], (1, 0, 2))
-        return last[0]
+        return last
 
-    def _loop(self, step, carry, xs, steps, keep):
-        """Runs `step` over the time axis of `xs`.
+    def _loop(self, step, carry, xs, steps):
+        """Runs `step(carry, x) -> (carry, y)` over the time axis of `xs`.
 
-        Returns the last carry and the parts `keep` of every step's carry,
-        stacked over time. Keras's `scan` on TensorFlow stacks outputs
-        shaped like the carry, so there the whole carry is stacked and the
-        parts taken afterwards; on other backends only the parts are (a
-        784-step loop would otherwise write the states of every step).
+        Returns the last carry and the `y`s stacked over time: a Python loop
+        if `unroll`, else `keras.ops.scan`, or on TensorFlow a `while_loop`
+        written here (see `_tensorflow_scan`).
         """
         if self.unroll:
             outputs = []
             for t in range(steps):
-                carry, _ = step(carry, _index(xs, t))
-                outputs.append(tuple(carry[i] for i in keep))
-            stacked = tuple(ops.stack(parts) for parts in zip(*outputs))
-            return carry, stacked
+                carry, y = step(carry, tuple(x[t] for x in xs))
+                outputs.append(y)
+            return carry, tuple(ops.stack(parts) for parts in zip(*outputs))
         if keras.backend.backend() == "tensorflow":
-            last, ys = ops.scan(step, carry, xs)
-            return last, tuple(ys[i] for i in keep)
-
-        def kept(carry, x):
-            carry, _ = step(carry, x)
-            return carry, tuple(carry[i] for i in keep)
-
-        return ops.scan(kept, carry, xs)
+            return _tensorflow_scan(step, carry, xs, steps)
+        return ops.scan(step, carry, xs)
 
     def _moving(self, name):
         return ops.cast(getattr(self, name), self.compute_dtype)
-
-    def _cell(self, wx, h, c, normalize_h, normalize_c):
-        wh = ops.matmul(h, ops.cast(self.recurrent_kernel, wx.dtype))
-        normalized_h, moments_h = normalize_h(wh)
-        i, f, g, o = ops.split(wx + normalized_h, 4, axis=-1)
-        c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-        normalized_c, moments_c = normalize_c(c)
-        h = ops.sigmoid(o) * ops.tanh(normalized_c)
-        return h, c, (*moments_h, *moments_c)
-
-    def _training_step(self, carry, wx):
-        h, c = carry[:2]
-        h, c, moments = self._cell(
-            wx,
-            h,
-            c,
-            lambda x: _step_batch_norm(x, self.gamma_h, None, self.epsilon),
-            lambda x: _step_batch_norm(x, self.gamma_c, self.beta_c, self.epsilon),
-        )
-        carry = (h, c, *moments)
-        return carry, carry
-
-    def _inference_step(self, carry, xs):
-        (h, c), (wx, scale_h, offset_h, scale_c, offset_c) = carry, xs
-        h, c, _ = self._cell(
-            wx,
-            h,
-            c,
-            lambda x: (x * scale_h + offset_h, ()),
-            lambda x: (x * scale_c + offset_c, ()),
-        )
-        return (h, c), (h, c)
 
     def input_term_statistics(self, rows=None):
         """Inference mean and variance of `W_x x_t` with the current kernel.
@@ -539,62 +514,64 @@ def _affine(mean, variance, gamma, beta, epsilon):
 def _step_batch_norm(x, gamma, beta, epsilon):
     """Batch norm of one step's `(batch, features)` values, and its moments.
 
-    The moments are taken about the first example's value (without
-    gradient), as `kbn.ops.moments` does: a feature constant over the batch
-    has exactly zero variance and normalizes to exactly `beta`. Unlike
-    `kbn.ops.moments` (two passes), the variance is `mean(d**2) -
-    mean(d)**2` of the shifted values `d`, one pass, whose float32 error
-    grows with |mean - first value| / spread rather than |mean| / spread;
-    with the written-out gradient (`_normalized`) it is fewer operations,
-    which a loop of hundreds of steps pays for on every step.
+    The moments are taken about the first example's value, as
+    `kbn.ops.moments` does: a feature constant over the batch has exactly
+    zero variance and normalizes to exactly `beta`. Unlike `kbn.ops.moments`
+    (two passes), the variance is `mean(d**2) - mean(d)**2` of the shifted
+    values `d`, one pass, whose float32 error grows with |mean - first
+    value| / spread rather than |mean| / spread. The gradient with respect
+    to `x` and `gamma` is written out:
+
+    ```
+    s = gamma / sqrt(variance + epsilon)
+    dgamma = sum(dy * x_hat)
+    dx = dy * s - mean(dy) * s - x_hat * s * dgamma / batch
+    ```
+
+    (the usual `(g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(variance +
+    epsilon)` with `g = dy * gamma`, in fewer operations: a loop of hundreds
+    of steps pays for each of them on every step, and on TensorFlow the
+    count of operations, not their size, sets the time at this scale). No
+    gradient flows through the moments, which are statistics.
+
+    Args:
+        x: `(batch, features)` values.
+        gamma, beta: `(features,)` scale and offset (`beta` may be None),
+            already in `x`'s dtype.
 
     Returns:
-        `(y, (mean, variance))`, the moments without gradient.
-    """
-    first = ops.stop_gradient(x[:1])
-    gamma = ops.cast(gamma, x.dtype)
-    y, shifted_mean, variance = _normalized(x - first, gamma, epsilon)
-    if beta is not None:
-        y = y + ops.cast(beta, x.dtype)
-    return y, (shifted_mean + first[0], variance)
-
-
-def _normalized(x, gamma, epsilon):
-    """`(x - mean) / sqrt(variance + epsilon) * gamma` over axis 0, with the
-    batch's mean and (biased) variance, and the gradient of the first output
-    with respect to `x` and `gamma` written out:
-
-    ```
-    g = dy * gamma
-    dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(variance + epsilon)
-    dgamma = sum(dy * x_hat)
-    ```
-
-    The mean and variance are returned as statistics: no gradient flows
-    through them (the caller stops it too).
+        `(y, (mean, variance))`.
     """
 
     @ops.custom_gradient
     def normalized(x, gamma):
-        mean = ops.mean(x, axis=0)
-        variance = ops.maximum(ops.mean(ops.square(x), axis=0) - ops.square(mean), 0.0)
+        first = x[:1]
+        shifted = x - first
+        mean = ops.mean(shifted, axis=0)
+        variance = ops.mean(ops.square(shifted), axis=0) - ops.square(mean)
+        variance = ops.maximum(variance, 0.0)
         inverse = ops.rsqrt(variance + epsilon)
-        x_hat = (x - mean) * inverse
-        outputs = (x_hat * gamma, ops.stop_gradient(mean), ops.stop_gradient(variance))
+        x_hat = (shifted - mean) * inverse
+        outputs = (x_hat * gamma, mean + first[0], variance)
 
         def grad(*upstream, **kwargs):
             # JAX passes the cotangents of all outputs as one tuple,
             # TensorFlow one argument per output.
             dy = upstream[0][0] if isinstance(upstream[0], tuple) else upstream[0]
-            g = dy * gamma
-            dx = inverse * (
-                g - ops.mean(g, axis=0) - x_hat * ops.mean(g * x_hat, axis=0)
+            scale = gamma * inverse
+            dgamma = ops.sum(dy * x_hat, axis=0)
+            count = ops.cast(ops.shape(x)[0], x.dtype)
+            dx = dy * scale - (
+                ops.mean(dy, axis=0) * scale + x_hat * (scale * dgamma / count)
             )
-            return dx, ops.sum(dy * x_hat, axis=0)
+            return dx, dgamma
 
         return outputs, grad
 
-    return normalized(x, gamma)
+    y, mean, variance = normalized(x, gamma)
+    if beta is not None:
+        y = y + beta
+    return y, (ops.stop_gradient(mean), ops.stop_gradient(variance))
 
 
 def _input_moments(inputs):
@@ -618,6 +595,45 @@ def _project(mean, covariance, kernel):
 _NAMES = [f"moving_{s}_{p}" for p in _PARTS for s in ("mean", "variance")]
 
 
+def _tensorflow_scan(step, carry, xs, steps):
+    """`keras.ops.scan` for TensorFlow, as `keras.layers.LSTM` loops there.
+
+    Keras's TensorFlow `scan` keeps the carry in a TensorArray of one
+    element, rewritten every step, stacks outputs shaped like the carry and
+    runs one iteration at a time: a plain LSTM step in it trained about
+    twice as slowly as `keras.layers.LSTM` (784 steps, 100 units, batch 64:
+    0.49 vs 0.24 s per batch on our 2-core machine). Here, as in Keras's
+    TensorFlow RNN loop, the carry is the loop's variables, the inputs are
+    read from and the outputs written to TensorArrays, and 32 iterations may
+    run at once. The step is traced once outside the loop for the shapes of
+    its outputs (dead code in a graph, one step more of work eagerly; as in
+    Keras's loop). TensorFlow is imported only on that backend.
+    """
+    import tensorflow as tf
+
+    xs_arrays = [
+        tf.TensorArray(x.dtype, size=steps, element_shape=x.shape[1:]).unstack(x)
+        for x in xs
+    ]
+    _, ys_first = step(carry, tuple(x[0] for x in xs))
+    ys_arrays = tuple(
+        tf.TensorArray(y.dtype, size=steps, element_shape=y.shape) for y in ys_first
+    )
+
+    def body(t, carry, ys_arrays):
+        carry, ys = step(carry, tuple(x.read(t) for x in xs_arrays))
+        return t + 1, carry, tuple(a.write(t, y) for a, y in zip(ys_arrays, ys))
+
+    _, carry, ys_arrays = tf.while_loop(
+        lambda t, *_: t < steps,
+        body,
+        (tf.constant(0), tuple(carry), ys_arrays),
+        parallel_iterations=32,
+        maximum_iterations=steps,
+    )
+    return carry, tuple(a.stack() for a in ys_arrays)
+
+
 class _Recording:
     """Where a recording context collects its records (a plain object: Keras
     would track, and copy, a dict or list set on the layer)."""
@@ -625,12 +641,6 @@ class _Recording:
     def __init__(self, unbiased):
         self.unbiased = unbiased
         self.records = []
-
-
-def _index(xs, t):
-    if isinstance(xs, tuple):
-        return tuple(x[t] for x in xs)
-    return xs[t]
 
 
 def seeded(initializer, seed, offset):
