@@ -26,6 +26,17 @@ def rng():
 
 
 @pytest.fixture(scope="session")
+def compare_default_run(tmp_path_factory):
+    """`(result, log_dir)` of `recipes/compare.py` with its defaults (the
+    README's main job, 2,000 batches, JAX), run once for the tests that read
+    its outputs (tests/test_recipes.py, tests/test_tensorboard_study.py)."""
+    from tests.helpers import run_recipe
+
+    log_dir = tmp_path_factory.mktemp("compare_default_run")
+    return run_recipe("compare.py", "--log-dir", log_dir), log_dir
+
+
+@pytest.fixture(scope="session")
 def mnist_subset():
     from kbn_study import mnist
 
