@@ -132,6 +132,7 @@ def start_jax_run(folder):
         return subprocess.Popen(
             [
                 sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                "--durations=20",
                 f"--junitxml={os.path.join(folder, 'report.xml')}",
                 *BACKEND_SENSITIVE,
             ],
