@@ -6,6 +6,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # is off, so MNIST comes from the offline subset (or from explicit files).
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="kbn-tests-keras-home-")
 os.environ["KBN_OFFLINE"] = "1"
+# JAX's compilation cache of the recipe processes (tests/helpers.run_recipe).
+if "KBN_TESTS_JAX_CACHE" not in os.environ:  # set: the JAX run, or "" for none
+    os.environ["KBN_TESTS_JAX_CACHE"] = tempfile.mkdtemp(prefix="kbn-tests-jax-cache-")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
