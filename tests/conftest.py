@@ -6,6 +6,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # is off, so MNIST comes from the offline subset (or from explicit files).
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="kbn-tests-keras-home-")
 os.environ["KBN_OFFLINE"] = "1"
+# JAX's compilation cache of the recipe processes (tests/helpers.run_recipe).
+if "KBN_TESTS_JAX_CACHE" not in os.environ:  # set: the JAX run, or "" for none
+    os.environ["KBN_TESTS_JAX_CACHE"] = tempfile.mkdtemp(prefix="kbn-tests-jax-cache-")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -23,6 +26,17 @@ def _seed():
 @pytest.fixture
 def rng():
     return np.random.default_rng(20150211)
+
+
+@pytest.fixture(scope="session")
+def compare_default_run(tmp_path_factory):
+    """`(result, log_dir)` of `recipes/compare.py` with its defaults (the
+    README's main job, 2,000 batches, JAX), run once for the tests that read
+    its outputs (tests/test_recipes.py, tests/test_tensorboard_study.py)."""
+    from tests.helpers import run_recipe
+
+    log_dir = tmp_path_factory.mktemp("compare_default_run")
+    return run_recipe("compare.py", "--log-dir", log_dir), log_dir
 
 
 @pytest.fixture(scope="session")

@@ -49,9 +49,9 @@ def _fake_mnist_file(path, seed, n_train=5_600, n_test=200):
 
 
 @pytest.mark.slow
-def test_compare_default_run_batch_norm_wins(tmp_path):
+def test_compare_default_run_batch_norm_wins(compare_default_run):
     """The README's main job: ReLU, lr 0.01, good weights, 2,000 batches."""
-    result = run_recipe("compare.py", "--log-dir", tmp_path)
+    result, log_dir = compare_default_run
     out = result.stdout
     assert "Data: mnist: train 3,929 / validation 357 / test 714" in out
     assert "Data source: MNIST subset: 5,000 digits shipped with kbn_study" in out
@@ -59,7 +59,7 @@ def test_compare_default_run_batch_norm_wins(tmp_path):
     # Quiet start-up: one line about the data, no TensorFlow/CUDA log lines.
     assert not _startup_noise(result.stdout + result.stderr), result.stderr[-2000:]
     assert result.stderr.strip() == "" or "Traceback" not in result.stderr
-    run_dir = tmp_path / f"relu_lr0.01_good_2000x60_seed0_{SUBSET}"
+    run_dir = log_dir / f"relu_lr0.01_good_2000x60_seed0_{SUBSET}"
     summary = pd.read_csv(run_dir / "results.csv").set_index("network")
     final = summary["final_validation_accuracy"]
     # Measured 0.9272 with batch norm, 0.8403 without (README).

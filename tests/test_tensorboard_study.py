@@ -24,7 +24,6 @@ from kbn_study import published
 from tests.helpers import free_ports
 from tests.helpers import read_histograms
 from tests.helpers import read_scalars
-from tests.helpers import run_recipe
 from tests.helpers import user_environment
 
 # A recipe's process, a TensorBoard server.
@@ -32,17 +31,20 @@ pytestmark = pytest.mark.slow
 
 CURVES = ["train/loss", "validation/accuracy"]
 RESULTS = ["results/diverged", "results/test_accuracy"]
+FIRST_STEP = "results/first_step_0.9"
 BATCH_NORM_LAYERS = ["batch_norm_1", "batch_norm_2", "batch_norm_3"]
 
 
-def test_compare_writes_both_networks_on_one_step_axis(tmp_path):
-    """`compare.py` (JAX): the curves of both networks overlay in TensorBoard."""
-    # One worker trains both networks: their event files are the same.
-    run_recipe(
-        "compare.py", "--batches", "40", "--batches-per-sample", "20",
-        "--workers", "1", "--log-dir", tmp_path,
-    )  # fmt: skip
-    run_dir = tmp_path / "relu_lr0.01_good_40x60_sample20_seed0_mnist-subset"
+def test_compare_writes_both_networks_on_one_step_axis(compare_default_run):
+    """`compare.py` (JAX): the curves of both networks overlay in TensorBoard.
+
+    Read from the README's main job (2,000 batches, sampled every 50, each
+    network in its own worker process), which tests/test_recipes.py runs and
+    checks too: one recipe process for both tests (see conftest.py).
+    """
+    _, log_dir = compare_default_run
+    run_dir = log_dir / "relu_lr0.01_good_2000x60_seed0_mnist-subset"
+    steps = list(range(50, 2_001, 50))
     curves = pd.read_csv(run_dir / "curves.csv")
     scalars = {n: read_scalars(run_dir / n) for n in ("without_bn", "with_bn")}
     histograms = {n: read_histograms(run_dir / n) for n in ("without_bn", "with_bn")}
@@ -51,9 +53,21 @@ def test_compare_writes_both_networks_on_one_step_axis(tmp_path):
         for layer in BATCH_NORM_LAYERS
         for gap in ("mean_gap", "variance_gap")
     ]
-    # Identical tag names; only the network with batch norm has its statistics.
-    assert sorted(scalars["without_bn"]) == sorted(CURVES + RESULTS)
-    assert sorted(scalars["with_bn"]) == sorted(CURVES + RESULTS + gaps)
+    # The same tag names, but for the statistics of the network with batch
+    # norm and the step at which a network first reached 0.9 validation
+    # accuracy (written when it did: with batch norm here, at step 450).
+    reached = {}
+    for network in ("without_bn", "with_bn"):
+        mine = curves[curves["network"] == network]
+        above = mine[mine["validation_accuracy"] >= 0.9]["step"]
+        reached[network] = [] if above.empty else [FIRST_STEP]
+        if reached[network]:
+            assert scalars[network][FIRST_STEP] == [(2_000, above.iloc[0])]
+    assert reached["with_bn"] == [FIRST_STEP]
+    assert sorted(scalars["without_bn"]) == sorted(
+        CURVES + RESULTS + reached["without_bn"]
+    )
+    assert sorted(scalars["with_bn"]) == sorted(CURVES + RESULTS + [FIRST_STEP] + gaps)
     assert histograms["without_bn"] == {}
     assert sorted(histograms["with_bn"]) == sorted(
         f"batch_norm/{layer}/{weight}"
@@ -63,9 +77,9 @@ def test_compare_writes_both_networks_on_one_step_axis(tmp_path):
     for network, tags in scalars.items():
         # One step axis: the global training batch, for every curve.
         for tag in CURVES:
-            assert [s for s, _ in tags[tag]] == [20, 40], (network, tag)
+            assert [s for s, _ in tags[tag]] == steps, (network, tag)
         for tag in gaps if network == "with_bn" else []:
-            assert [s for s, _ in tags[tag]] == [0, 20, 40], (network, tag)
+            assert [s for s, _ in tags[tag]] == [0, *steps], (network, tag)
         mine = curves[curves["network"] == network]
         assert [v for _, v in tags["validation/accuracy"]] == pytest.approx(
             mine["validation_accuracy"].tolist()
