@@ -29,6 +29,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--count-ops", action="store_true")
     args = parser.parse_args()
+    backend = os.environ["KERAS_BACKEND"]
+    if args.count_ops and backend != "tensorflow":
+        parser.error(
+            "--count-ops counts TensorFlow's operations: run it with "
+            f"KERAS_BACKEND=tensorflow. Received: KERAS_BACKEND={backend!r}"
+        )
 
     import keras
     import numpy as np
