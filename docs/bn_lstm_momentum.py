@@ -50,7 +50,7 @@ def main():
 
     rows = []
     for momentum in [float(m) for m in args.momenta.split(",")]:
-        keras.utils.set_random_seed(args.seed)
+        kbn.set_random_seed(args.seed)
         inputs = keras.Input((28, 28))
         layer = kbn.layers.BNLSTM(64, 28, momentum=momentum, seed=args.seed)
         model = keras.Model(inputs, keras.layers.Dense(10)(layer(inputs)))

@@ -6,7 +6,9 @@
 - `kbn.ops`: the batch-norm maths as pure functions;
 - `kbn.callbacks`: callbacks for `model.fit` that count global steps;
 - `kbn.MultiStepTrainer`: many training batches per compiled call;
-- `kbn.fold_batch_norm`, `kbn.recompute_batch_norm_statistics`.
+- `kbn.fold_batch_norm`, `kbn.recompute_batch_norm_statistics`;
+- `kbn.event_file.EventFileWriter`: TensorBoard files without TensorFlow;
+- `kbn.set_random_seed`: Keras's seeding without importing TensorFlow on JAX.
 
 The library imports Keras and NumPy only. The Ioffe & Szegedy MNIST study
 built on it is the separate package `kbn_study`. Choose the backend before
@@ -18,6 +20,7 @@ from kbn import layers
 from kbn import ops
 from kbn.folding import fold_batch_norm
 from kbn.population import recompute_batch_norm_statistics
+from kbn.seeding import set_random_seed
 from kbn.trainer import MultiStepTrainer
 
 # The one place of the version: the build reads it from here (pyproject.toml).
@@ -31,4 +34,5 @@ __all__ = [
     "layers",
     "ops",
     "recompute_batch_norm_statistics",
+    "set_random_seed",
 ]

@@ -5,9 +5,9 @@ inference mean and variance of each batch norm are the averages of the batch
 statistics over the training data, `E[x] = E_B[mean_B]` and
 `Var[x] = m / (m - 1) * E_B[var_B]`, computed with the final weights, rather
 than moving averages collected while the weights were still changing.
-`recompute_batch_norm_statistics` does that for every kbn `BatchNorm`,
-`BNLSTM` and (deprecated) `BNLSTMCell` of a model (PyTorch's
-`torch.optim.swa_utils.update_bn` does the same for its layers).
+`recompute_batch_norm_statistics` does that for every kbn `BatchNorm` and
+`BNLSTM` of a model (PyTorch's `torch.optim.swa_utils.update_bn` does the
+same for its layers).
 
 It asks each layer for its statistics rather than re-deriving them: inside
 `layer.recording_statistics(unbiased)`, a training-mode call of the layer
@@ -25,7 +25,6 @@ import numpy as np
 from keras import ops
 
 from kbn import checks
-from kbn.layers.bn_lstm_cell import BNLSTMCell
 from kbn.layers.traversal import batch_norm_layers
 
 
@@ -38,7 +37,7 @@ def recompute_batch_norm_statistics(
     normalizes with batch statistics, renorm layers with their corrections,
     as in training) and sets the moving mean and variance
     of every kbn `BatchNorm` that tracks running statistics (and of every
-    `BNLSTM` and `BNLSTMCell`, per time step) to the plain average of its batch moments
+    `BNLSTM`, per time step) to the plain average of its batch moments
     over all batches, each batch variance made unbiased first (`unbiased=
     True`, the paper's choice: `m / (m - 1)` for the sample variance, `m`
     the number of values per feature in the batch). A batch that gives a
@@ -79,12 +78,7 @@ def recompute_batch_norm_statistics(
             "The model has no kbn BatchNorm layer with running statistics. "
             f"Received: model={model.name!r}"
         )
-    collectors = [
-        _BNLSTMCellStatistics(layer, unbiased)
-        if isinstance(layer, BNLSTMCell) and not hasattr(layer, "recording_statistics")
-        else _RecordedStatistics(layer, unbiased)
-        for layer in layers
-    ]
+    collectors = [_RecordedStatistics(layer, unbiased) for layer in layers]
     used = 0
     with contextlib.ExitStack() as stack:
         record_lists = [stack.enter_context(c.recording()) for c in collectors]
@@ -156,64 +150,6 @@ class _RecordedStatistics:
             )
         self.layer.set_population_statistics(
             self.totals.averages(), self.totals.weights
-        )
-
-
-class _BNLSTMCellStatistics:
-    """Population statistics of `BNLSTMCell`, which predates the protocol.
-
-    The cell updates its per-step statistics inside the recurrence with
-    momentum `min(momentum, n / (n + 1))`; with its momentum set to 0, a
-    pass leaves in row `t` exactly the batch moments of step `t`. They are
-    read from the pass's state and made unbiased with `m / (m - 1)`, `m` the
-    batch size (the cell normalizes over the batch). To be replaced by the
-    cell's own `recording_statistics` and `set_population_statistics`.
-    """
-
-    _NAMES = [
-        f"{name}_{part}"
-        for part in "xhc"
-        for name in ("moving_mean", "moving_variance")
-    ]
-
-    def __init__(self, cell, unbiased):
-        self.cell = cell
-        self.unbiased = bool(unbiased)
-        self.totals = _Totals()
-
-    @contextlib.contextmanager
-    def recording(self):
-        saved = (self.cell.momentum, self.cell.trainable)
-        self.cell.momentum = 0.0
-        self.cell.trainable = True
-        try:
-            yield None
-        finally:
-            self.cell.momentum, self.cell.trainable = saved
-
-    def add(self, records, state, batch_size):
-        before = np.asarray(ops.convert_to_numpy(self.cell.num_updates))
-        after = np.asarray(ops.convert_to_numpy(state[id(self.cell.num_updates)]))
-        weight = ((after > before) & (batch_size > 1)).astype("float64")[:, None]
-        for name in self._NAMES:
-            value = np.asarray(
-                ops.convert_to_numpy(state[id(getattr(self.cell, name))]), "float64"
-            )
-            if self.unbiased and "variance" in name and batch_size > 1:
-                value = value * batch_size / (batch_size - 1)
-            self.totals.add(name, value, weight)
-
-    def finish(self):
-        averages = self.totals.averages()
-        for name in self._NAMES:
-            variable = getattr(self.cell, name)
-            counted = self.totals.weights[name] > 0
-            current = np.asarray(ops.convert_to_numpy(variable), "float64")
-            variable.assign(np.where(counted, averages[name], current))
-        counts = self.totals.weights[self._NAMES[0]][:, 0]
-        num_updates = np.asarray(ops.convert_to_numpy(self.cell.num_updates))
-        self.cell.num_updates.assign(
-            np.where(counts > 0, counts, num_updates).astype(num_updates.dtype)
         )
 
 

@@ -192,13 +192,15 @@ def add_sweep_arguments(parser, ray=True):
     where = parser.add_mutually_exclusive_group() if ray else parser
     where.add_argument(
         "--workers",
-        type=positive_int,
+        type=non_negative_int,
         # None, not `cores`: argparse sees an explicit value equal to the
         # default as absent, and would allow `--ray --workers 2`.
         default=None,
         metavar="N",
-        help="run the runs in N worker processes, one thread each (default: one "
-        f"per core available to this process, here {cores})",
+        help="run the runs in N worker processes, one thread each; 0 runs them "
+        "one after the other in this process, threads unlimited, as PyTorch's "
+        "DataLoader does with num_workers=0 (default: one per core available "
+        f"to this process, here {cores})",
     )
     if not ray:
         return
@@ -236,6 +238,8 @@ def sweep_executor(args):
 
     if getattr(args, "ray", None) is not None:
         return sweep.Ray(None if args.ray == "local" else args.ray)
+    if args.workers == 0:
+        return sweep.InProcess()
     return sweep.Workers(args.workers)  # None: one per core
 
 
@@ -264,7 +268,8 @@ def check_paths(parser, outputs=None, inputs=None):
         outputs: `{flag: folder}`, folders to write into: each must exist or
             be creatable, and be writable. The check leaves nothing behind.
         inputs: `{flag: path}`, files or folders to read (None is allowed):
-            each must exist.
+            each must exist; `--data` must also read as MNIST-format data
+            (else one line, status 1).
     """
     for flag, folder in (outputs or {}).items():
         problem = writable_folder_problem(folder)
@@ -273,6 +278,14 @@ def check_paths(parser, outputs=None, inputs=None):
     for flag, path in (inputs or {}).items():
         if path is not None and not os.path.exists(path):
             parser.error(f"argument {flag}: no such file or folder. Received: {path!r}")
+    data = (inputs or {}).get("--data")
+    if data is not None:
+        # Read now, with NumPy alone: a corrupt file fails before Keras is
+        # imported (the loader reuses what was read).
+        from kbn_study import data_files
+
+        with bad_input_exits():
+            data_files.check(data)
 
 
 def writable_folder_problem(path):
@@ -306,18 +319,31 @@ def writable_folder_problem(path):
 def start(default_backend):
     """Prepares the process for Keras; call after parsing, before importing it.
 
-    Chooses the backend (`KERAS_BACKEND` wins when set) and keeps
-    TensorFlow's start-up log lines off the terminal: its C++ runtime prints
-    `I0000 ...` lines while it is imported whatever `TF_CPP_MIN_LOG_LEVEL`
-    says, so it is imported here with those lines filtered out (any other
-    line it prints is passed on).
+    Chooses the backend (`KERAS_BACKEND` wins when set). On the TensorFlow
+    backend, where Keras imports TensorFlow, it keeps TensorFlow's start-up
+    log lines off the terminal: its C++ runtime prints `I0000 ...` lines
+    while it is imported whatever `TF_CPP_MIN_LOG_LEVEL` says, so it is
+    imported here with those lines filtered out (any other line it prints
+    is passed on). On JAX nothing imports TensorFlow (TensorBoard files are
+    written without it), and neither does this.
     """
     os.environ.setdefault("KERAS_BACKEND", default_backend)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if importlib.util.find_spec("tensorflow") is None:
-        return
-    with _filtered_stderr():
-        import tensorflow  # noqa: F401
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        import_tensorflow()
+
+
+def import_tensorflow():
+    """Imports TensorFlow, its start-up log lines filtered out; returns it.
+
+    For the study's code that needs TensorFlow whatever the backend
+    (`tf.distribute`): call it instead of `import tensorflow`.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules:
+        with _filtered_stderr():
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
 
 
 @contextlib.contextmanager

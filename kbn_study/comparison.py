@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from kbn import seeding
 from kbn_study import plots
 from kbn_study import runs
 
@@ -98,7 +99,7 @@ def compare_networks(
         log_dir = None if run_dir is None else os.path.join(run_dir, name)
         if log_dir is not None:
             clear_event_files(log_dir)
-        keras.utils.set_random_seed(schedule.seed)
+        seeding.set_random_seed(schedule.seed)
         networks[name] = runs.train_network(
             build(),
             dataset,

@@ -15,6 +15,7 @@ import os
 import keras
 
 from kbn import checks
+from kbn import seeding
 from kbn_study import comparison
 from kbn_study import hparams
 from kbn_study import mnist
@@ -237,7 +238,7 @@ def train_one_network(dataset, task, stop=None):
     if log_dir is not None:
         comparison.clear_event_files(log_dir)
     build = network_builders(config, {name: batch_norm})[name]
-    keras.utils.set_random_seed(config.schedule.seed)
+    seeding.set_random_seed(config.schedule.seed)
     result = runs.train_network(
         build(),
         dataset,

@@ -24,6 +24,7 @@ import keras
 import pandas as pd
 
 from kbn import checks
+from kbn import seeding
 from kbn.callbacks import GlobalStepCallback
 from kbn_study import comparison
 from kbn_study import experiment
@@ -270,7 +271,7 @@ def train_run(run, dataset, batch_norm, callbacks=(), verbose=True):
     config = run.config
     log_dir = run.log_dir(dataset)
     comparison.clear_event_files(log_dir)
-    keras.utils.set_random_seed(config.seed)
+    seeding.set_random_seed(config.seed)
     build = experiment.network_builders(config, {run.network: batch_norm})[run.network]
     result = runs.train_network(
         build(),

@@ -13,11 +13,15 @@ metrics the dashboard shows, in which order. `tensorboard --logdir <that
 folder>` then shows every trial in the HParams table, the parallel
 coordinates and the scatter plots.
 
-TensorFlow and TensorBoard are imported inside the functions only.
+Written with `kbn.event_file.EventFileWriter` (no TensorFlow); TensorBoard's
+HParams protos are built by its `summary_v2` module (its `api` module
+would import TensorFlow's Keras callback), imported inside the functions.
 """
 
 import glob
 import os
+
+from kbn.event_file import EventFileWriter
 
 # name: (display name, description, type). The names are the grid's
 # results.csv columns.
@@ -75,9 +79,8 @@ def write_experiment(log_dir, trials):
             varying: the dashboard sorts them first and shows the first five
             at once (the others are a click away).
     """
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
     from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.plugins.hparams import summary_v2 as hp
 
     log_dir = os.fspath(log_dir)
     trials = list(trials)
@@ -107,10 +110,8 @@ def write_experiment(log_dir, trials):
     os.makedirs(log_dir, exist_ok=True)
     for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
         os.remove(path)
-    writer = tf.summary.create_file_writer(log_dir)
-    with writer.as_default():
-        tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=0)
-    writer.close()
+    with EventFileWriter(log_dir) as writer:
+        writer.write(summary, step=0)
 
 
 def write_trial(log_dir, hparams, result, trial_id):
@@ -122,19 +123,17 @@ def write_trial(log_dir, hparams, result, trial_id):
         result: Its `kbn_study.runs.NetworkResult`.
         trial_id: The trial's name in the dashboard, `<run>/<network>`.
     """
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
+    from tensorboard.plugins.hparams import summary_v2 as hp
 
     step = result.steps[-1] if result.steps else 0
-    writer = tf.summary.create_file_writer(os.fspath(log_dir))
-    with writer.as_default():
-        hp.hparams(hparams, trial_id=trial_id)
-        tf.summary.scalar(TEST_ACCURACY, result.test_accuracy, step=step)
-        first = result.first_step_reaching(0.9)
-        if first is not None:
-            tf.summary.scalar(FIRST_STEP_0_9, first, step=step)
-        tf.summary.scalar(DIVERGED, float(result.diverged), step=step)
-    writer.close()
+    metrics = {TEST_ACCURACY: result.test_accuracy}
+    first = result.first_step_reaching(0.9)
+    if first is not None:
+        metrics[FIRST_STEP_0_9] = first
+    metrics[DIVERGED] = float(result.diverged)
+    with EventFileWriter(log_dir) as writer:
+        writer.write(hp.hparams_pb(hparams, trial_id=trial_id), step=0)
+        writer.values(metrics, step=step)
 
 
 def write_comparison(run_dir, config, data_tag, result):

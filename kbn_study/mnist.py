@@ -30,28 +30,20 @@ share a results folder.
 import contextlib
 import dataclasses
 import functools
-import gzip
 import hashlib
 import importlib.resources
 import io
 import os
-import zipfile
 
 import numpy as np
 
 from kbn import checks
 from kbn import trainer
+from kbn_study import data_files
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28)
-_FULL_SIZES = (55_000, 5_000, 10_000)
-_IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
+IMAGE_SHAPE = data_files.IMAGE_SHAPE
 _NAMES = ("mnist", "fashion_mnist")
 SUBSET_SOURCE = "MNIST subset: 5,000 digits shipped with kbn_study"
 
@@ -188,12 +180,18 @@ def _load_raw(path, name, download):
                 f"No {name} data at the given path. Expected an .npz file or a "
                 f"folder with the four IDX files. Received: path={path!r}"
             )
-        raw = _read_local(path)
-        return raw, f"file: {path}", True, f"{name}-{_fingerprint(raw)}"
+        raw = data_files.read_local(path)
+        if not data_files.is_subset_format(path):
+            return raw, f"file: {path}", True, f"{name}-{_fingerprint(raw)}"
+        # One set of digits, cut as the shipped subset is; the shipped file
+        # itself is the data of the `mnist-subset` runs.
+        if _fingerprint(raw) == _fingerprint(_shipped_subset()):
+            return raw, f"{SUBSET_SOURCE} ({path})", False, f"{name}-subset"
+        return raw, f"file: {path}", False, f"{name}-{_fingerprint(raw)}"
 
     cache = _keras_cache(name)
     if _cache_is_complete(cache):
-        return _read_local(cache), f"keras cache: {cache}", True, name
+        return data_files.read_local(cache), f"keras cache: {cache}", True, name
 
     if os.path.exists(cache):
         # Keras makes the Fashion-MNIST folder before it downloads into it:
@@ -215,7 +213,7 @@ def _load_raw(path, name, download):
     if name == "fashion_mnist":
         if os.path.isdir(DEBIAN_FASHION_MNIST):
             return (
-                _read_local(DEBIAN_FASHION_MNIST),
+                data_files.read_local(DEBIAN_FASHION_MNIST),
                 f"debian dataset-fashion-mnist: {DEBIAN_FASHION_MNIST}",
                 True,
                 name,
@@ -242,8 +240,8 @@ def _cache_is_complete(cache):
     if not os.path.isdir(cache):
         return os.path.isfile(cache)
     try:
-        for filename in _IDX_FILES.values():
-            _find_idx(cache, filename)
+        for filename in data_files.IDX_FILES.values():
+            data_files.find_idx(cache, filename)
     except FileNotFoundError:
         return False
     return True
@@ -279,105 +277,11 @@ def _keras_download(name):
 
 @functools.lru_cache(maxsize=1)
 def _shipped_subset():
-    source = importlib.resources.files("kbn_study") / "resources" / "mnist_5k.npz"
-    with source.open("rb") as f, np.load(f) as archive:
-        images, labels = archive["images"], archive["labels"]
-    # The file is sorted by class: shuffle once, with a fixed seed, then cut
-    # in the proportions of the full set (60,000 train / 10,000 test).
-    order = np.random.default_rng(0).permutation(len(images))
-    images, labels = images[order], labels[order]
-    n_test = round(len(images) * 10_000 / 70_000)
-    return (images[n_test:], labels[n_test:]), (images[:n_test], labels[:n_test])
+    return data_files.read_local(shipped_subset_path())
 
 
-def _read_local(path):
-    if os.path.isdir(path):
-        arrays = {
-            key: _read_idx(_find_idx(path, filename))
-            for key, filename in _IDX_FILES.items()
-        }
-        for split in ("train", "test"):
-            images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-            if len(images) != len(labels):
-                raise ValueError(
-                    f"The IDX files in {path} disagree: {len(images)} {split} "
-                    f"images but {len(labels)} {split} labels."
-                )
-        return (
-            (arrays["train_images"], arrays["train_labels"]),
-            (arrays["test_images"], arrays["test_labels"]),
-        )
-    return _read_npz(path)
-
-
-def _find_idx(folder, filename):
-    for candidate in (filename + ".gz", filename):
-        full = os.path.join(folder, candidate)
-        if os.path.exists(full):
-            return full
-    raise FileNotFoundError(
-        f"Missing IDX file in {folder}. Expected {filename}.gz or {filename}. "
-        f"Received: folder contents={sorted(os.listdir(folder))}"
+def shipped_subset_path():
+    """The file of the 5,000 digits shipped with kbn_study."""
+    return os.fspath(
+        importlib.resources.files("kbn_study") / "resources" / "mnist_5k.npz"
     )
-
-
-def _read_npz(path):
-    keys = ("x_train", "y_train", "x_test", "y_test")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"Corrupt MNIST file {path}: expected an .npz archive (Keras's "
-            "mnist.npz), but the file is not a zip archive."
-        )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            found = list(archive.files)
-            arrays = {k: archive[k] for k in keys if k in found}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, AttributeError) as error:
-        raise ValueError(
-            f"Corrupt or truncated MNIST file {path}: expected an .npz archive "
-            f"(Keras's mnist.npz). Received: {type(error).__name__}: {error}"
-        ) from error
-    if len(arrays) != len(keys):
-        raise ValueError(
-            f"Corrupt MNIST file {path}: expected arrays {keys}. "
-            f"Received: arrays={found}"
-        )
-    x_train, y_train, x_test, y_test = (arrays[k] for k in keys)
-    for images, labels, split in (
-        (x_train, y_train, "train"),
-        (x_test, y_test, "test"),
-    ):
-        if images.shape[1:] != IMAGE_SHAPE or len(images) != len(labels):
-            raise ValueError(
-                f"Corrupt MNIST file {path}: expected {split} images of shape "
-                f"(n, 28, 28) and n labels. Received: images.shape="
-                f"{images.shape}, labels.shape={labels.shape}"
-            )
-    return (x_train, y_train), (x_test, y_test)
-
-
-def _read_idx(path):
-    """Reads an IDX file (gzip-compressed or not) into a NumPy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as error:
-        raise ValueError(f"Corrupt or truncated IDX file {path}: {error}") from error
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(
-            f"Corrupt IDX file {path}: expected the magic number 0x0000080N "
-            f"of unsigned-byte data. Received: header={data[:4].hex()}"
-        )
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    shape = tuple(
-        int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
-    )
-    expected = header + int(np.prod(shape))
-    if len(data) != expected:
-        raise ValueError(
-            f"Truncated or corrupt IDX file {path}: the header announces shape "
-            f"{shape} ({expected} bytes) but the file has {len(data)} bytes."
-        )
-    return np.frombuffer(data, dtype="uint8", offset=header).reshape(shape)

@@ -15,8 +15,9 @@ backend (TensorFlow, JAX), training steps per second (batches of 60) of:
   (`--suite lstm` runs these alone).
 
 Each measurement is repeated `--repeats` times, interleaved, and the median
-is reported with the ratios the project aims at. Each backend runs in its own
-process (Keras picks its backend once per process).
+is reported with the ratios the project aims at. The backend of this
+process (`KERAS_BACKEND`, JAX by default) is measured here, every other one
+in a process of its own (Keras picks its backend once per process).
 
     python recipes/benchmark.py                     # about 7 minutes here
     python recipes/benchmark.py --batches 2000 --repeats 1 --backends jax

@@ -26,8 +26,8 @@ def read_histograms(folder):
 
 
 def _read_tensors(folder, plugin):
-    import tensorflow as tf
     from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
 
     accumulator = event_accumulator.EventAccumulator(
         str(folder), size_guidance={event_accumulator.TENSORS: 0}
@@ -35,12 +35,33 @@ def _read_tensors(folder, plugin):
     accumulator.Reload()
     return {
         tag: [
-            (event.step, np.asarray(tf.make_ndarray(event.tensor_proto)))
+            (event.step, np.asarray(tensor_util.make_ndarray(event.tensor_proto)))
             for event in accumulator.Tensors(tag)
         ]
         for tag in accumulator.Tags()["tensors"]
         if accumulator.SummaryMetadata(tag).plugin_data.plugin_name == plugin
     }
+
+
+def read_back_run(run_dir, networks, steps):
+    """Checks what a comparison wrote under `run_dir`: results, curves at
+    `steps`, the plot, and each network's TensorBoard curve."""
+    import matplotlib.image
+    import pandas as pd
+    import pytest
+
+    summary = pd.read_csv(run_dir / "results.csv")
+    assert summary["network"].tolist() == networks
+    curves = pd.read_csv(run_dir / "curves.csv")
+    for network in networks:
+        mine = curves[curves["network"] == network]
+        assert mine["step"].tolist() == steps
+        final = summary.set_index("network").loc[network, "final_validation_accuracy"]
+        assert mine["validation_accuracy"].iloc[-1] == pytest.approx(final)
+    assert matplotlib.image.imread(run_dir / "accuracy.png").ndim == 3
+    for network in networks:
+        scalars = read_scalars(run_dir / network)
+        assert [s for s, _ in scalars["validation/accuracy"]] == steps
 
 
 def free_ports(count):
@@ -60,12 +81,13 @@ def user_environment(**extra):
     return {**env, **extra}
 
 
-# JAX's persistent compilation cache, shared by the recipe processes of one
-# session (conftest.py sets the folder): most recipes compile the same
-# programs (the study's MLP on batches of 60), which a process then loads
-# instead of compiling them again (measured: a 20-batch compare.py run, 23 s
-# of CPU, then 17 s). The loaded programs are XLA's own output for the same
-# program, so the results are those of a fresh compile.
+# JAX's persistent compilation cache, shared by every JAX process of one
+# session (conftest.py sets the folder in the environment, which they
+# inherit): most of them compile the same programs (the study's MLP on
+# batches of 60), which a process then loads instead of compiling them again
+# (measured: a 20-batch compare.py run, 23 s of CPU, then 17 s). The loaded
+# programs are XLA's own output for the same program and flags, so the
+# results are those of a fresh compile.
 JAX_CACHE = "KBN_TESTS_JAX_CACHE"
 
 
@@ -77,6 +99,47 @@ def _jax_cache_environment():
         "JAX_COMPILATION_CACHE_DIR": folder,
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
+
+
+def run_command(name, *args, check=True):
+    """Runs the command of `recipes/<name>` in this process, through its
+    `main(argv)`, as a user's `python recipes/<name> ARGS` would run it.
+
+    Returns a `subprocess.CompletedProcess` with the exit status and what
+    it printed. For the command's plumbing (folders, flags, files, errors):
+    it runs on this process's backend, without a process start-up;
+    `run_recipe` runs a real process.
+    """
+    import contextlib
+    import importlib
+    import io
+
+    module = importlib.import_module(f"kbn_study.commands.{name[: -len('.py')]}")
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_environ = sys.argv, dict(os.environ)
+    sys.argv = [os.path.join("recipes", name), *argv]
+    status = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                module.main(argv)
+            except SystemExit as exit:
+                if isinstance(exit.code, int) or exit.code is None:
+                    status = exit.code or 0
+                else:  # SystemExit("message"): Python prints it, status 1
+                    print(exit.code, file=sys.stderr)
+                    status = 1
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_environ)
+    result = subprocess.CompletedProcess(
+        [name, *argv], status, out.getvalue(), err.getvalue()
+    )
+    if check:
+        assert status == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
 
 
 def run_recipe(name, *args, check=True, backend="jax", env=None, timeout=600):
@@ -109,7 +172,6 @@ BACKEND_SENSITIVE = [
     "tests/test_folding.py",
     "tests/test_population.py",
     "tests/test_numerics.py",
-    "tests/test_bn_lstm.py",
     "tests/test_bn_lstm_layer.py",
     "tests/test_callbacks.py",
     "tests/test_tensorboard_callbacks.py",
@@ -144,24 +206,83 @@ def channels_first_conv_runs():
 
 
 def start_jax_run(folder):
-    """Starts pytest on `BACKEND_SENSITIVE` with KERAS_BACKEND=jax.
+    """Starts pytest on `BACKEND_SENSITIVE` with KERAS_BACKEND=jax, once.
 
-    Returns the `subprocess.Popen`; its output goes to `<folder>/output.txt`
-    and its JUnit XML report to `<folder>/report.xml`.
+    Creates `folder` (a second call finds it and does nothing); the run's
+    output goes to `<folder>/output.txt`, its JUnit XML report to
+    `<folder>/report.xml`, its exit status to `<folder>/returncode` when it
+    ends, its process group id to `<folder>/pid`. It runs in a shell of its
+    own session, so that the status is written whichever pytest process
+    started it, and `stop_jax_run` ends it with its children.
+
+    XLA optimizes these tests' many small programs less
+    (`--xla_backend_optimization_level=0`, cheaper LLVM passes): a third less
+    compile time, the same operations. The tests compare kbn with references
+    computed under the same flags; recipes and benchmarks keep XLA's
+    defaults.
     """
-    with open(os.path.join(folder, "output.txt"), "w") as output:
-        return subprocess.Popen(
-            [
-                sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                "--durations=20",
-                f"--junitxml={os.path.join(folder, 'report.xml')}",
-                *BACKEND_SENSITIVE,
-            ],
-            cwd=ROOT,
-            env={**os.environ, "KERAS_BACKEND": "jax"},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    try:
+        os.makedirs(folder)
+    except FileExistsError:
+        return
+    command = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        "-n", "0", "--durations=20",
+        f"--junitxml={os.path.join(folder, 'report.xml')}",
+        *BACKEND_SENSITIVE,
+    ]  # fmt: skip
+    output = _quote(os.path.join(folder, "output.txt"))
+    returncode = _quote(os.path.join(folder, "returncode"))
+    script = f"{' '.join(map(_quote, command))} > {output} 2>&1; echo $? > {returncode}"
+    flags = (
+        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    )
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", script],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "KERAS_BACKEND": "jax",
+            "XLA_FLAGS": f"{flags} {os.environ.get('XLA_FLAGS', '')}".strip(),
+        },
+        start_new_session=True,
+    )
+    with open(os.path.join(folder, "pid"), "w") as f:
+        f.write(str(process.pid))
+
+
+def wait_for_jax_run(folder, timeout=1800):
+    """The JAX run's exit status, once it has ended."""
+    import time
+
+    path = os.path.join(folder, "returncode")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) or not open(path).read().strip():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the JAX run in {folder} did not end")
+        time.sleep(1)
+    return int(open(path).read())
+
+
+def stop_jax_run(folder):
+    """Ends the JAX run of `folder` and its children, if it still runs."""
+    import signal
+
+    try:
+        pid = int(open(os.path.join(folder, "pid")).read())
+    except (OSError, ValueError):
+        return
+    if not os.path.exists(os.path.join(folder, "returncode")):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _quote(text):
+    import shlex
+
+    return shlex.quote(str(text))
 
 
 def junit_failures(report_path):

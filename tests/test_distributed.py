@@ -3,6 +3,7 @@ JAX processes on 127.0.0.1."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,8 +15,6 @@ import pytest
 from kbn import distributed
 from tests.helpers import free_ports
 from tests.helpers import read_scalars
-
-pytestmark = pytest.mark.slow  # several processes each
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "tests", "distributed")
@@ -43,6 +42,7 @@ def _report(script, env):
     return json.loads(lines[-1][len("KBN-REPORT ") :])
 
 
+@pytest.mark.slow  # processes
 def test_mirrored_strategy_equals_one_device():
     report = _report("mirrored_check.py", _env())
     assert report["replicas"] == 2
@@ -59,6 +59,7 @@ def test_mirrored_strategy_equals_one_device():
     assert not unsynced["replicas_agree"]
 
 
+@pytest.mark.slow  # processes
 def test_two_workers_end_with_identical_state(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -118,6 +119,7 @@ def test_multiworker_without_tf_config(monkeypatch):
         distributed.make_strategy("multiworker")
 
 
+@pytest.mark.slow  # processes
 def test_jax_data_parallel_statistics_are_global_by_construction():
     report = _report("jax_data_parallel_check.py", {**os.environ, "PYTHONPATH": ROOT})
     assert report["devices"] == 2
@@ -162,6 +164,7 @@ def _finish(processes, timeout):
     return results
 
 
+@pytest.mark.slow  # processes
 def test_two_jax_processes_train_as_one(tmp_path):
     """Two processes, each feeding half of every global batch of 60 through
     `fit`, end with the same weights, moving statistics and validation curve
@@ -193,11 +196,13 @@ def test_two_jax_processes_train_as_one(tmp_path):
     assert len(events) == 1, events
 
 
+@pytest.mark.slow  # processes
 def test_a_killed_jax_process_stops_the_other_with_a_clear_error(tmp_path):
     """Kill process 1 during training: process 0 exits with status 1 and one
-    error line well within the heartbeat timeout (a dead process's closed
-    connections fail the next all-reduce at once)."""
-    heartbeat = 10
+    error line, stopped by the dead process's closed connections at its next
+    all-reduce, not by the heartbeat timeout (which would abort it with
+    another message)."""
+    heartbeat = 60
     coordinator = f"127.0.0.1:{free_ports(1)[0]}"
     recipe = os.path.join(ROOT, "recipes", "distributed.py")
     common = [
@@ -215,18 +220,16 @@ def test_a_killed_jax_process_stops_the_other_with_a_clear_error(tmp_path):
                 break
         assert lines and lines[-1].startswith("Trained the first"), "".join(lines)
         processes[1].kill()
-        killed = time.monotonic()
-        processes[0].wait(timeout=heartbeat + 20)
-        elapsed = time.monotonic() - killed
+        processes[0].wait(timeout=heartbeat + 60)  # a bound, should it hang
     finally:
         results = _finish(processes, timeout=5)
     code, _, err = results[0]
     assert code == 1, err[-3000:]
-    assert elapsed < heartbeat, elapsed
     assert (
         "error: process 0 of 2: training stopped: another process failed or "
         "cannot be reached"
     ) in err, err[-3000:]
+    assert re.search(r"Connection (closed|reset) by peer", err), err[-3000:]
     # What process 0 wrote before is intact: its event file reads back.
     (events,) = tmp_path.rglob("events.out.tfevents.*")
     assert [step for step, _ in read_scalars(events.parent)["validation/accuracy"]][
@@ -234,9 +237,9 @@ def test_a_killed_jax_process_stops_the_other_with_a_clear_error(tmp_path):
     ] == [20]
 
 
+@pytest.mark.slow  # processes
 def test_a_process_that_cannot_reach_the_coordinator(tmp_path):
     port = free_ports(1)[0]  # nobody listens there
-    start = time.monotonic()
     result = subprocess.run(
         [
             sys.executable, os.path.join(ROOT, "recipes", "distributed.py"),
@@ -252,7 +255,6 @@ def test_a_process_that_cannot_reach_the_coordinator(tmp_path):
         f"error: process 1 of 2: Could not reach the coordinator (process 0) at "
         f"127.0.0.1:{port} within 2 s"
     ) in result.stderr, result.stderr[-3000:]
-    assert time.monotonic() - start < 100  # start-up, then 2 s of tries
 
 
 def test_process_shards_split_the_batch_axis():
@@ -284,6 +286,7 @@ def test_bad_coordinator_addresses():
     assert distributed.parse_address("10.0.0.1:1234") == ("10.0.0.1", 1234)
 
 
+@pytest.mark.slow  # processes
 def test_jax_processes_with_different_data_stop_with_a_clear_error(tmp_path):
     # An npz in Keras's format, other than the shipped subset that the
     # other process falls back to (offline, without Keras's cache).

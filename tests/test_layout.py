@@ -57,8 +57,13 @@ print(f"import keras {{keras_s:.2f}} s, then import kbn {{kbn_s:.2f}} s")
 
 def test_the_library_works_without_the_study_and_loads_none_of_it():
     code = (BLOCKED_IMPORTS + LIBRARY_ONLY).format(blocked=STUDY_ONLY)
+    # On JAX: the library is the same on either backend, and JAX starts faster.
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/"
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={**os.environ, "KERAS_BACKEND": "jax"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded, timing = result.stdout.strip().splitlines()[-2:]
@@ -66,10 +71,21 @@ def test_the_library_works_without_the_study_and_loads_none_of_it():
     print(timing)
 
 
+# The one library module that writes TensorBoard files imports TensorBoard's
+# own package (never TensorFlow): only when it writes.
+ALLOWED = {os.path.join("kbn", "event_file.py"): {"tensorboard"}}
+
+
 def test_no_library_module_imports_the_study():
     for path in _python_files("kbn"):
-        bad = [m for m in _imports(path) if m.split(".")[0] in STUDY_ONLY]
-        assert not bad, f"{os.path.relpath(path, ROOT)} imports {bad}"
+        name = os.path.relpath(path, ROOT)
+        allowed = ALLOWED.get(name, set())
+        bad = [
+            m
+            for m in _imports(path)
+            if m.split(".")[0] in STUDY_ONLY and m.split(".")[0] not in allowed
+        ]
+        assert not bad, f"{name} imports {bad}"
 
 
 def test_recipes_are_thin_scripts_over_the_study_commands():

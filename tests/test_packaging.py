@@ -26,6 +26,8 @@ import pytest
 
 import kbn_study.commands
 from tests.helpers import ROOT
+from tests.helpers import read_histograms
+from tests.helpers import read_scalars
 from tests.helpers import user_environment
 
 # Console script -> module of kbn_study/commands/ whose `main` it runs.
@@ -136,6 +138,88 @@ def installed(build, tmp_path_factory):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return prefix
+
+
+# Everything of this environment but TensorFlow and the checkout's own
+# install: what `pip install "kbn[jax]"` gives a JAX user.
+_NOT_IN_A_JAX_INSTALL = ("tensorflow", "kbn-", "__editable__")
+
+
+@pytest.fixture(scope="module")
+def jax_only(build, tmp_path_factory):
+    """A fresh virtual environment without TensorFlow, the wheel installed
+    with its `jax` extra: its folder.
+
+    Its packages are this environment's, linked one by one into a folder on
+    its path, TensorFlow left out (so `import tensorflow` fails there as on
+    a machine that never installed it). pip installs `kbn[jax]` from the
+    wheel without an index: it fails unless every requirement of the extra
+    is among those packages.
+    """
+    wheel, _ = build
+    work = tmp_path_factory.mktemp("jax-only")
+    packages = work / "packages"
+    packages.mkdir()
+    (site_packages,) = [p for p in site.getsitepackages() if "site-packages" in p]
+    for name in os.listdir(site_packages):
+        if not name.startswith(_NOT_IN_A_JAX_INSTALL) and not name.endswith(".pth"):
+            os.symlink(os.path.join(site_packages, name), packages / name)
+    prefix = work / "env"
+    venv.create(prefix, with_pip=False, symlinks=os.name != "nt")
+    paths = {"base": str(prefix), "platbase": str(prefix)}
+    own = sysconfig.get_path("purelib", vars=paths)
+    with open(os.path.join(own, "dependencies.pth"), "w") as f:
+        f.write(f"{packages}\n")
+    command = [_program(prefix, "python"), "-m", "pip", "install", "--no-index"]
+    command += [f"kbn[jax] @ {wheel.as_uri()}"]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_away_from_the_checkout(),
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return prefix
+
+
+# A user's `fit` with kbn's TensorBoard callbacks, on JAX.
+_FIT_WITH_LOGS = """
+import importlib.util, sys
+import numpy as np, keras, kbn
+assert importlib.util.find_spec("tensorflow") is None, "TensorFlow is installed"
+x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+y = (x[:, 0] > 0).astype("int64")
+model = keras.Sequential([
+    keras.Input((8,)), keras.layers.Dense(16), kbn.layers.BatchNorm(),
+    keras.layers.ReLU(), keras.layers.Dense(2),
+])
+model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+log_dir = sys.argv[1]
+model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[
+    kbn.callbacks.ValidationAccuracyRecorder((x, y), 4, log_dir=log_dir),
+    kbn.callbacks.TrainingScalars(log_dir, 4),
+    kbn.callbacks.BatchNormStatistics(log_dir, 4, probe_images=x[:16]),
+])
+print(keras.backend.backend(), kbn.__file__)
+"""
+
+
+@pytest.mark.slow
+def test_a_jax_install_without_tensorflow_writes_tensorboard_logs(jax_only, tmp_path):
+    out = _run(
+        jax_only, "python", "-c", _FIT_WITH_LOGS, tmp_path / "logs", cwd=tmp_path
+    )
+    backend, kbn_file = out.split()[-2:]
+    assert backend == "jax"
+    assert os.path.realpath(kbn_file).startswith(os.path.realpath(jax_only))
+    scalars = read_scalars(tmp_path / "logs")
+    assert [step for step, _ in scalars["validation/accuracy"]] == [4, 8, 12]
+    assert [step for step, _ in scalars["train/loss"]] == [4, 8, 12]
+    assert sorted(read_histograms(tmp_path / "logs")) == [
+        f"batch_norm/batch_norm/{name}"
+        for name in ("beta", "gamma", "moving_mean", "moving_variance")
+    ]
 
 
 def _program(prefix, name):

@@ -9,8 +9,8 @@ from keras import ops
 
 import kbn
 from kbn import ops as bn_ops
+from kbn.layers import BNLSTM
 from kbn.layers import BatchNorm
-from kbn.layers import bn_lstm
 from kbn.layers.traversal import batch_norm_layers
 from tests import reference
 
@@ -207,46 +207,17 @@ def test_recording_changes_no_state(rng):
     assert float(_np(weight)) == 1.0
 
 
-def test_bn_lstm_variances_are_unbiased_per_time_step(rng):
-    """m / (m - 1) with m the batch size, row by row; the batch of one is out."""
-
-    def model():
-        keras.utils.set_random_seed(11)
-        inputs = keras.Input((4, 3))
-        outputs = bn_lstm(5, 4, cell_kwargs={"momentum": 0.9})(inputs)
-        return keras.Model(inputs, outputs)
-
-    x = rng.normal(0.5, 2.0, size=(17, 4, 3)).astype("float32")  # last batch: 1
-    biased, unbiased = model(), model()
-    for m in (biased, unbiased):
-        m(x[:8], training=True)  # per-step statistics away from their start
-    kbn.recompute_batch_norm_statistics(biased, x, batch_size=8, unbiased=False)
-    kbn.recompute_batch_norm_statistics(unbiased, x, batch_size=8, unbiased=True)
-    cell_b, cell_u = biased.layers[1].cell, unbiased.layers[1].cell
-    for part in "xhc":
-        mean_b = _np(getattr(cell_b, f"moving_mean_{part}"))
-        np.testing.assert_array_equal(
-            mean_b, _np(getattr(cell_u, f"moving_mean_{part}"))
-        )
-        np.testing.assert_allclose(
-            _np(getattr(cell_u, f"moving_variance_{part}")),
-            _np(getattr(cell_b, f"moving_variance_{part}")) * 8 / 7,
-            rtol=1e-6,
-        )
-    np.testing.assert_array_equal(_np(cell_u.num_updates), [2, 2, 2, 2])
-
-
 def test_batch_norm_layers_finds_nested_layers():
     inner_in = keras.Input((4,))
     inner = keras.Model(inner_in, BatchNorm(name="inner_bn")(inner_in))
     inputs = keras.Input((3, 4))
     h = keras.layers.TimeDistributed(inner)(inputs)
-    h = bn_lstm(2, 3)(h)
+    h = BNLSTM(2, 3)(h)
     model = keras.Model(inputs, BatchNorm(name="outer_bn")(h))
     found = batch_norm_layers(model)
     assert {layer.name for layer in found} >= {"inner_bn", "outer_bn"}
     assert sorted(type(layer).__name__ for layer in found) == [
-        "BNLSTMCell",
+        "BNLSTM",
         "BatchNorm",
         "BatchNorm",
     ]

@@ -324,7 +324,7 @@ def test_histograms_are_tensorboards_own(tmp_path, values):
     """The callback's NumPy buckets equal those of `tf.summary.histogram`."""
     import tensorflow as tf
 
-    from kbn.callbacks.batch_norm_statistics import histogram_buckets
+    from kbn.event_file import histogram_buckets
 
     writer = tf.summary.create_file_writer(str(tmp_path))
     with writer.as_default():

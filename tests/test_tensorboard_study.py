@@ -26,15 +26,13 @@ from tests.helpers import read_histograms
 from tests.helpers import read_scalars
 from tests.helpers import user_environment
 
-# A recipe's process, a TensorBoard server.
-pytestmark = pytest.mark.slow
-
 CURVES = ["train/loss", "validation/accuracy"]
 RESULTS = ["results/diverged", "results/test_accuracy"]
 FIRST_STEP = "results/first_step_0.9"
 BATCH_NORM_LAYERS = ["batch_norm_1", "batch_norm_2", "batch_norm_3"]
 
 
+@pytest.mark.slow  # a recipe process or a TensorBoard server
 def test_compare_writes_both_networks_on_one_step_axis(compare_default_run):
     """`compare.py` (JAX): the curves of both networks overlay in TensorBoard.
 
@@ -42,7 +40,7 @@ def test_compare_writes_both_networks_on_one_step_axis(compare_default_run):
     network in its own worker process), which tests/test_recipes.py runs and
     checks too: one recipe process for both tests (see conftest.py).
     """
-    _, log_dir = compare_default_run
+    _, log_dir, _ = compare_default_run
     run_dir = log_dir / "relu_lr0.01_good_2000x60_seed0_mnist-subset"
     steps = list(range(50, 2_001, 50))
     curves = pd.read_csv(run_dir / "curves.csv")
@@ -91,6 +89,65 @@ def test_compare_writes_both_networks_on_one_step_axis(compare_default_run):
     for network in ("without_bn", "with_bn"):
         files = [f for f in os.listdir(run_dir / network) if "tfevents" in f]
         assert len(files) == 2, files
+
+
+@pytest.mark.slow  # a recipe process or a TensorBoard server
+def test_the_jax_run_writes_its_tensorboard_files_without_tensorflow(
+    compare_default_run,
+):
+    """No process of the README's main job (JAX: the parent and its two
+    workers) imports TensorFlow, and its event files hold the validation
+    curve, the training loss, the batch norms' histograms and the HParams
+    experiment and trials, read back with TensorBoard's `EventAccumulator`."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    _, log_dir, imports = compare_default_run
+    assert not imports.exists(), imports.read_text()[-3000:]
+    run = "relu_lr0.01_good_2000x60_seed0_mnist-subset"
+
+    def hparams_data(folder):
+        accumulator = event_accumulator.EventAccumulator(str(folder))
+        accumulator.Reload()
+        return [
+            plugin_data_pb2.HParamsPluginData.FromString(content)
+            for content in accumulator.PluginTagToContent("hparams").values()
+        ]
+
+    (experiment,) = hparams_data(log_dir / run)
+    names = [info.name for info in experiment.experiment.hparam_infos]
+    assert names == list(hparams.HPARAMS)
+    for network in ("without_bn", "with_bn"):
+        scalars = read_scalars(log_dir / run / network)
+        assert len(scalars["validation/accuracy"]) == 40
+        assert len(scalars["train/loss"]) == 40
+        (trial,) = hparams_data(log_dir / run / network)
+        values = trial.session_start_info.hparams
+        assert values["network"].string_value == network
+        assert values["batches"].number_value == 2000
+    assert len(read_histograms(log_dir / run / "with_bn")) == 12
+
+
+def test_the_import_guard_sees_tensorflow_imported(tmp_path):
+    """The guard of the test above records an import (a stand-in package
+    named `tensorflow`, so that the check takes no TensorFlow start-up)."""
+    from tests.helpers import ROOT
+
+    stand_in = tmp_path / "packages" / "tensorflow"
+    stand_in.mkdir(parents=True)
+    (stand_in / "__init__.py").write_text("")
+    log = tmp_path / "imports.log"
+    guard = os.path.join(ROOT, "tests", "import_guard")
+    subprocess.run(
+        [sys.executable, "-c", "import tensorflow"],
+        env={
+            **os.environ,
+            "PYTHONPATH": f"{guard}{os.pathsep}{tmp_path / 'packages'}",
+            "KBN_TESTS_IMPORT_LOG": str(log),
+        },
+        check=True,
+    )
+    assert log.read_text().startswith("process "), "the guard recorded nothing"
 
 
 def _tensorboard_command(log_dir, port):
@@ -174,6 +231,7 @@ def _session_groups(base, expected, timeout=120):
     raise AssertionError(f"TensorBoard served {len(groups)} of {expected} trials")
 
 
+@pytest.mark.slow  # a recipe process or a TensorBoard server
 def test_tensorboard_shows_the_grid_in_its_hparams_dashboard(mnist_subset, tmp_path):
     out = tmp_path / "grid"
     configurations = published.select_configurations("sigmoid:*:good:2000")

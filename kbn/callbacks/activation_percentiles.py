@@ -5,7 +5,6 @@ import numpy as np
 
 from kbn import checks
 from kbn.callbacks import _summary_writers
-from kbn.callbacks.batch_norm_statistics import _summary
 from kbn.callbacks.global_step import GlobalStepCallback
 from kbn.evaluation import compiled_forward
 from kbn.trainer import MultiStepTrainer
@@ -223,14 +222,9 @@ class ActivationPercentiles(GlobalStepCallback):
             self._write(summary)
 
     def _write(self, values):
-        import tensorflow as tf
-
         if self._writer is None:
             self._writer = _summary_writers.acquire(self.log_dir)
-        with self._writer.as_default():
-            tf.summary.experimental.write_raw_pb(
-                _summary(values).SerializeToString(), step=self.global_step
-            )
+        self._writer.values(values, step=self.global_step)
         self._writer.flush()
 
 

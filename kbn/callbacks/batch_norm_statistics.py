@@ -123,18 +123,15 @@ class BatchNormStatistics(GlobalStepCallback):
         return values
 
     def _sample(self):
-        import tensorflow as tf
-
         self._last_sample = self.global_step
         if not self._layers:
             return
-        summary = _summary(self.statistics())
+        values = self.statistics()
         if self._writer is None:
             self._writer = _summary_writers.acquire(self.log_dir)
-        with self._writer.as_default():
-            tf.summary.experimental.write_raw_pb(
-                summary.SerializeToString(), step=self.global_step
-            )
+        # One event per sample, scalars and histograms together (written
+        # value by value, a deep network's sample would cost more).
+        self._writer.values(values, step=self.global_step)
         self._writer.flush()
 
 
@@ -205,60 +202,6 @@ def _compile(function):
 
         return tf.function(function, reduce_retracing=True)
     return function
-
-
-def _summary(values):
-    """One `Summary` proto holding every value of a sample.
-
-    Written in one call: `tf.summary.scalar` and `tf.summary.histogram` each
-    run small ops in eager mode (a histogram a dozen, about 10 ms), which
-    for a deep network would cost more than the training between samples.
-    The values are those the two functions write, with the same plugin
-    metadata, so TensorBoard reads them as its own scalars and histograms.
-    """
-    import tensorflow as tf
-
-    def value(tag, plugin, tensor):
-        metadata = tf.compat.v1.SummaryMetadata(
-            plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name=plugin)
-        )
-        return tf.compat.v1.Summary.Value(
-            tag=tag, metadata=metadata, tensor=tf.make_tensor_proto(tensor)
-        )
-
-    entries = []
-    for tag, data in values.items():
-        if isinstance(data, float):
-            entries.append(value(tag, "scalars", np.float32(data)))
-        else:
-            buckets = histogram_buckets(data)
-            if buckets is not None:
-                entries.append(value(tag, "histograms", buckets))
-    return tf.compat.v1.Summary(value=entries)
-
-
-def histogram_buckets(values, bucket_count=30):
-    """TensorBoard's histogram of `values`: `(bucket_count, 3)` rows of left
-    edge, right edge, count, as `tf.summary.histogram` makes them (equal
-    buckets from the smallest to the largest value; one value: every edge at
-    it, the count in the last bucket). Non-finite values are left out; None
-    if none is finite."""
-    values = np.asarray(values, "float64").ravel()
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return None
-    low, high = values.min(), values.max()
-    if low == high:
-        counts = np.zeros(bucket_count)
-        counts[-1] = values.size
-        edges = np.full(bucket_count, high)
-        return np.stack([edges, edges, counts], axis=1)
-    width = (high - low) / bucket_count
-    index = np.minimum(np.floor((values - low) / width).astype(int), bucket_count - 1)
-    counts = np.bincount(index, minlength=bucket_count).astype("float64")
-    edges = np.linspace(low, high, bucket_count + 1)
-    edges[-1] = high
-    return np.stack([edges[:-1], edges[1:], counts], axis=1)
 
 
 def _named(layers):

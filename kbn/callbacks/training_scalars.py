@@ -82,8 +82,6 @@ class TrainingScalars(GlobalStepCallback):
             self._writer = None
 
     def _sample(self, logs):
-        import tensorflow as tf
-
         step = self.global_step
         self._last_sample = step
         scalars = {
@@ -102,11 +100,10 @@ class TrainingScalars(GlobalStepCallback):
             return
         if self._writer is None:
             self._writer = _summary_writers.acquire(self.log_dir)
-        with self._writer.as_default():
-            for tag, value in scalars.items():
-                tf.summary.scalar(tag, value, step=step)
-            for rate_step, rate in rates:
-                tf.summary.scalar("train/learning_rate", rate, step=rate_step)
+        if scalars:
+            self._writer.values(scalars, step=step)
+        for rate_step, rate in rates:
+            self._writer.scalar("train/learning_rate", rate, step=rate_step)
         self._writer.flush()
 
     def _learning_rate(self):

@@ -124,10 +124,7 @@ class ValidationAccuracyRecorder(GlobalStepCallback):
             self._write(accuracy)
 
     def _write(self, accuracy):
-        import tensorflow as tf
-
         if self._writer is None:
             self._writer = _summary_writers.acquire(self.log_dir)
-        with self._writer.as_default():
-            tf.summary.scalar("validation/accuracy", accuracy, step=self.global_step)
+        self._writer.scalar("validation/accuracy", accuracy, step=self.global_step)
         self._writer.flush()

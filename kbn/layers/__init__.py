@@ -1,9 +1,7 @@
 """Keras layers of kbn."""
 
 from kbn.layers.batch_norm import BatchNorm
-from kbn.layers.bn_lstm_cell import BNLSTMCell
-from kbn.layers.bn_lstm_cell import bn_lstm
 from kbn.layers.bn_lstm_layer import BNLSTM
 from kbn.layers.traversal import batch_norm_layers
 
-__all__ = ["BNLSTM", "BNLSTMCell", "BatchNorm", "batch_norm_layers", "bn_lstm"]
+__all__ = ["BNLSTM", "BatchNorm", "batch_norm_layers"]

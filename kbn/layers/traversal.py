@@ -3,12 +3,11 @@
 import keras
 
 from kbn.layers.batch_norm import BatchNorm
-from kbn.layers.bn_lstm_cell import BNLSTMCell
 from kbn.layers.bn_lstm_layer import BNLSTM
 
 
 def batch_norm_layers(model):
-    """Every kbn `BatchNorm`, `BNLSTM` and `BNLSTMCell` in `model`, nested too.
+    """Every kbn `BatchNorm` and `BNLSTM` in `model`, nested too.
 
     Walks sub-models, the cells of recurrent layers and layers held as
     attributes, in breadth-first order, each layer once.
@@ -19,7 +18,7 @@ def batch_norm_layers(model):
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        if isinstance(layer, (BatchNorm, BNLSTM, BNLSTMCell)):
+        if isinstance(layer, (BatchNorm, BNLSTM)):
             found.append(layer)
         queue.extend(getattr(layer, "layers", []) or [])
         cell = getattr(layer, "cell", None)

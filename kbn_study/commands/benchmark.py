@@ -74,6 +74,11 @@ def worker(args):
     """Runs in a child process with KERAS_BACKEND set: prints JSON rows."""
     import json
 
+    print("KBN-ROWS " + json.dumps(measure(args)))
+
+
+def measure(args):
+    """The rows of every measurement of `args.suite`, on this process's backend."""
     from kbn_study import benchmark
     from kbn_study import mnist
 
@@ -88,7 +93,7 @@ def worker(args):
     )
     for row in rows:
         row["data_source"] = dataset.source
-    print("KBN-ROWS " + json.dumps(rows))
+    return rows
 
 
 def main(argv=None):
@@ -104,9 +109,10 @@ def main(argv=None):
     import subprocess
     import sys
 
+    cli.start(default_backend="jax")
+    import keras
     import pandas as pd
 
-    cli.start(default_backend="jax")  # the measurements run in children
     from kbn_study import benchmark
 
     rows = []
@@ -115,6 +121,10 @@ def main(argv=None):
             print(f"{backend}: not installed, skipped")
             continue
         print(f"{backend}: measuring ({args.repeats} repeats)...", flush=True)
+        if backend == keras.backend.backend():
+            # This process's backend: measured here, no process of its own.
+            rows.extend(measure(args))
+            continue
         command = [sys.executable, "-m", "kbn_study.commands.benchmark"]
         command += ["--worker", backend, "--batches", str(args.batches)]
         command += ["--repeats", str(args.repeats), "--dataset", args.dataset]

@@ -409,7 +409,7 @@ def _train_jax(args, index, count):
         f"global batch {args.global_batch_size} = {count} x "
         f"{args.global_batch_size // count}, batch norm on the global batch"
     )
-    keras.utils.set_random_seed(args.seed)  # the same on every process
+    kbn.set_random_seed(args.seed)  # the same on every process
     kernels = networks.initial_weights(
         scale=experiment.WEIGHT_SCALES[args.weights], seed=args.seed
     )

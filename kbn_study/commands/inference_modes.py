@@ -56,6 +56,14 @@ def parse_args(argv=None):
                 "argument --restore-from: not a .keras file (a .keras model is "
                 f"a zip archive; this file is not). Received: {args.restore_from!r}"
             )
+        with zipfile.ZipFile(args.restore_from) as archive:
+            names = set(archive.namelist())
+        if not {"config.json", "model.weights.h5"} <= names:
+            parser.error(
+                "argument --restore-from: not a .keras file (a .keras model is "
+                "a zip archive holding config.json and model.weights.h5; this "
+                f"one holds {sorted(names)[:5]}). Received: {args.restore_from!r}"
+            )
     outputs = {"--log-dir": args.log_dir}
     if args.save_model_as is not None:
         outputs["--save-model-as"] = os.path.dirname(args.save_model_as) or "."

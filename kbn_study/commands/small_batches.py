@@ -108,6 +108,7 @@ def main(argv=None):
 
     import keras
 
+    import kbn
     from kbn_study import comparison
     from kbn_study import networks
     from kbn_study import runs
@@ -181,7 +182,7 @@ def main(argv=None):
             run_dir, cell.regime, f"{cell.normalization}_seed{cell.seed}"
         )
         comparison.clear_event_files(log_dir)
-        keras.utils.set_random_seed(cell.seed)
+        kbn.set_random_seed(cell.seed)
         blocks = None
         if cell.regime == "noniid":
             blocks = sb.class_batches(
