@@ -36,7 +36,7 @@ def main():
     import pandas as pd
 
     import kbn
-    from kbn_study import mnist
+    from kbn_study.data import mnist
 
     data = mnist.load_mnist(name=args.dataset)
     x, y = data.train.images.reshape(-1, 28, 28), data.train.labels

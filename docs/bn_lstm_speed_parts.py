@@ -41,7 +41,7 @@ def main():
     from keras import ops
 
     import kbn
-    from kbn.layers import bn_lstm_layer
+    from kbn import ops as bn_ops
 
     if args.no_batch_norm:
 
@@ -50,7 +50,7 @@ def main():
             y = x * gamma if beta is None else x * gamma + beta
             return y, (zeros, zeros)
 
-        bn_lstm_layer._step_batch_norm = scaled
+        bn_ops.step_batch_norm = scaled
 
     steps = 784
     rng = np.random.default_rng(0)

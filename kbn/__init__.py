@@ -13,6 +13,9 @@
 The library imports Keras and NumPy only. The Ioffe & Szegedy MNIST study
 built on it is the separate package `kbn_study`. Choose the backend before
 importing kbn (`KERAS_BACKEND=jax` or `tensorflow`); kbn works on both.
+
+It must not import anything of the study (`kbn_study`) or any package but
+Keras and NumPy.
 """
 
 from kbn import callbacks
@@ -24,7 +27,7 @@ from kbn.seeding import set_random_seed
 from kbn.trainer import MultiStepTrainer
 
 # The one place of the version: the build reads it from here (pyproject.toml).
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "MultiStepTrainer",

@@ -8,6 +8,8 @@ house message: what was wrong, what was expected, and the received value,
 
 `TypeError` when the value has the wrong type, `ValueError` when it has the
 right type and is out of range. Booleans are not numbers here.
+
+It must not import Keras (the checks run before anything is built).
 """
 
 import math

@@ -4,12 +4,15 @@
 `model.predict()` rebuilds its data pipeline on every call. The validation
 recorder and the experiments need a cheap, repeatable accuracy on a fixed set
 of images: `Accuracy` compiles one inference pass per model and keeps the
-images on the device.
+images on the device. It must not train or write anything.
 """
 
-import keras
+import functools
+
 import numpy as np
 from keras import ops
+
+from kbn.compiled import compiled
 
 
 class Accuracy:
@@ -79,33 +82,8 @@ def compiled_forward(model, training=False):
 
 
 def _compile_forward(model, training):
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        @jax.jit
-        def forward(trainable, non_trainable, images):
-            logits, _ = model.stateless_call(
-                trainable, non_trainable, images, training=training
-            )
-            return logits
-
-        def run(images):
-            return forward(
-                [v.value for v in model.trainable_variables],
-                [v.value for v in model.non_trainable_variables],
-                images,
-            )
-
-        return run
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(
-            lambda images: _stateless_forward(model, images, training),
-            reduce_retracing=True,
-        )
-    return lambda images: _stateless_forward(model, images, training)
+    compiled_forward = compiled(functools.partial(_stateless_forward, model, training))
+    return lambda images: compiled_forward(*_weights(model), images)
 
 
 def _count_correct(logits, labels):
@@ -113,13 +91,19 @@ def _count_correct(logits, labels):
     return ops.sum(ops.cast(hits, "int32"))
 
 
-def _stateless_forward(model, images, training):
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
+def _stateless_forward(model, training, trainable, non_trainable, images):
     logits, _ = model.stateless_call(
         trainable, non_trainable, images, training=training
     )
     return logits
+
+
+def _weights(model):
+    """The model's current weights, as arguments of a compiled pass."""
+    return (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+    )
 
 
 def _compiled_correct_count(model, training):
@@ -130,21 +114,12 @@ def _compiled_correct_count(model, training):
 
 
 def _compile_correct_count(model, training):
-    forward = compiled_forward(model, training)
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
+    def correct(trainable, non_trainable, images, labels):
+        logits = _stateless_forward(model, training, trainable, non_trainable, images)
+        return _count_correct(logits, labels)
 
-        count = jax.jit(_count_correct)
-        return lambda images, labels: count(forward(images), labels)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(
-            lambda images, labels: _count_correct(forward(images), labels),
-            reduce_retracing=True,
-        )
-    return lambda images, labels: _count_correct(forward(images), labels)
+    count = compiled(correct)
+    return lambda images, labels: count(*_weights(model), images, labels)
 
 
 def _cache(model):

@@ -12,6 +12,9 @@ outputs with one layer fewer per batch norm.
 The map is the layer's to give: a kbn `BatchNorm`, subclasses included,
 answers `inference_affine()` (or raises if its inference map is not affine);
 Keras's `BatchNormalization` is read in closed form.
+
+It must not hold a layer's maths: it asks each layer for its inference map
+(`inference_affine`).
 """
 
 import keras

@@ -15,6 +15,9 @@ Masks follow one convention throughout: a boolean tensor of the rank of `x`
 that broadcasts against it (for example `(batch, time, 1)` for a
 `(batch, time, features)` sequence); only positions where it is `True`
 count.
+
+It must not hold state (variables, layers) or anything that depends on the
+backend.
 """
 
 import functools
@@ -216,3 +219,107 @@ def renorm_affine(
     if gamma is None:
         return r, d if beta is None else d + beta
     return r * gamma, d * gamma if beta is None else d * gamma + beta
+
+
+# --- Recurrent batch norm (kbn.layers.BNLSTM) ---------------------------
+
+
+def fold_into_affine_keeping_constants(mean, variance, gamma, beta, epsilon):
+    """The inference batch norm as `x * scale + offset`, a feature of zero
+    variance mapped to `beta`.
+
+    A feature that was constant over every training batch of its step (the
+    state during the blank first rows or pixels of an image, identical for
+    every example) normalizes to exactly `beta` in training, whatever its
+    value; its moving mean lags that value while the weights move, and
+    `(value - moving_mean) / sqrt(epsilon)` would turn the lag into a large
+    spurious signal. Zero variance here means: constant in training,
+    constant in inference.
+    """
+    scale, offset = fold_into_affine(mean, variance, gamma, beta, epsilon)
+    constant = variance <= 0.0
+    scale = ops.where(constant, 0.0, scale)
+    beta = 0.0 if beta is None else ops.convert_to_tensor(beta, offset.dtype)
+    offset = ops.where(constant, beta, offset)
+    return scale, offset
+
+
+def step_batch_norm(x, gamma, beta, epsilon):
+    """Batch norm of one step's `(batch, features)` values, and its moments.
+
+    The moments are taken about the first example's value, as
+    `kbn.ops.moments` does: a feature constant over the batch has exactly
+    zero variance and normalizes to exactly `beta`. Unlike `kbn.ops.moments`
+    (two passes), the variance is `mean(d**2) - mean(d)**2` of the shifted
+    values `d`, one pass, whose float32 error grows with |mean - first
+    value| / spread rather than |mean| / spread. The gradient with respect
+    to `x` and `gamma` is written out:
+
+    ```
+    s = gamma / sqrt(variance + epsilon)
+    dgamma = sum(dy * x_hat)
+    dx = dy * s - mean(dy) * s - x_hat * s * dgamma / batch
+    ```
+
+    (the usual `(g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(variance +
+    epsilon)` with `g = dy * gamma`, in fewer operations: a loop of hundreds
+    of steps pays for each of them on every step, and on TensorFlow the
+    count of operations, not their size, sets the time at this scale). No
+    gradient flows through the moments, which are statistics.
+
+    Args:
+        x: `(batch, features)` values.
+        gamma, beta: `(features,)` scale and offset (`beta` may be None),
+            already in `x`'s dtype.
+
+    Returns:
+        `(y, (mean, variance))`.
+    """
+
+    @ops.custom_gradient
+    def normalized(x, gamma):
+        first = x[:1]
+        shifted = x - first
+        mean = ops.mean(shifted, axis=0)
+        variance = ops.mean(ops.square(shifted), axis=0) - ops.square(mean)
+        variance = ops.maximum(variance, 0.0)
+        inverse = ops.rsqrt(variance + epsilon)
+        x_hat = (shifted - mean) * inverse
+        outputs = (x_hat * gamma, mean + first[0], variance)
+
+        def grad(*upstream, **kwargs):
+            # JAX passes the cotangents of all outputs as one tuple,
+            # TensorFlow one argument per output.
+            dy = upstream[0][0] if isinstance(upstream[0], tuple) else upstream[0]
+            scale = gamma * inverse
+            dgamma = ops.sum(dy * x_hat, axis=0)
+            count = ops.cast(ops.shape(x)[0], x.dtype)
+            dx = dy * scale - (
+                ops.mean(dy, axis=0) * scale + x_hat * (scale * dgamma / count)
+            )
+            return dx, dgamma
+
+        return outputs, grad
+
+    y, mean, variance = normalized(x, gamma)
+    if beta is not None:
+        y = y + beta
+    return y, (ops.stop_gradient(mean), ops.stop_gradient(variance))
+
+
+def sequence_input_moments(inputs):
+    """Mean `(T, F)` and biased covariance `(T, F, F)` over the batch of
+    time-major `(T, B, F)` inputs (two passes, about a shift)."""
+    mean, _ = moments(inputs, [1])
+    centered = inputs - mean[:, None, :]
+    count = ops.cast(ops.shape(inputs)[1], inputs.dtype)
+    return mean, ops.einsum("tbf,tbg->tfg", centered, centered) / count
+
+
+def project_moments(mean, covariance, kernel):
+    """Mean and variance of `x @ kernel` from those of `x`, per step:
+    `mean @ kernel` and `diag(kernel^T covariance kernel)`."""
+    kernel = ops.cast(kernel, mean.dtype)
+    projected = ops.einsum("tfg,gk->tfk", covariance, kernel)
+    variance = ops.sum(projected * kernel[None], axis=1)
+    return ops.matmul(mean, kernel), ops.maximum(variance, 0.0)

@@ -16,15 +16,18 @@ computes its batch moments with its own `compute_moments` and
 averages go back through `layer.set_population_statistics`. A subclass that
 changes the estimator therefore gets population statistics of its own
 estimator, or a clear error.
+
+It must not re-derive a layer's statistics: it asks the layers, through
+their recording protocol (`kbn.layers.recording`).
 """
 
 import contextlib
 
-import keras
 import numpy as np
 from keras import ops
 
 from kbn import checks
+from kbn.compiled import compiled
 from kbn.layers.traversal import batch_norm_layers
 
 
@@ -181,13 +184,4 @@ def _compiled_training_pass(model, record_lists):
         records = [[] if r is None else list(r) for r in record_lists]
         return records, non_trainable
 
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(step)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(step, reduce_retracing=True)
-    return step
+    return compiled(step)

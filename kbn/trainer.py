@@ -19,6 +19,8 @@ compiled step once per batch from Python.
 Callbacks see one Keras step per block; `kbn.callbacks.GlobalStepCallback`
 reads `batches_per_step` and counts batches. Save and use the wrapped model
 (`trainer.model`), not the trainer.
+
+It must not hold callbacks or anything of a study (data, losses).
 """
 
 import keras

@@ -12,16 +12,8 @@ import argparse
 import contextlib
 import importlib.util
 import os
-import re
 import sys
 import tempfile
-
-# Lines that TensorFlow's C++ runtime prints while it is imported, whatever
-# TF_CPP_MIN_LOG_LEVEL says (absl logs before its logging is initialized).
-_STARTUP_NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\])"
-)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -163,8 +155,8 @@ def _dest(flag):
 
 
 def schedule(args):
-    """The `kbn_study.runs.Schedule` of `add_schedule_arguments`' flags."""
-    from kbn_study import runs
+    """The `kbn_study.training.runs.Schedule` of `add_schedule_arguments`' flags."""
+    from kbn_study.training import runs
 
     return runs.Schedule(
         batches=args.batches,
@@ -174,10 +166,28 @@ def schedule(args):
     )
 
 
+def start_comparison(args, default_backend="jax"):
+    """Starts a command that compares the study's MLP with and without batch
+    norm: the process (`kbn_study.startup.start`), its configuration from
+    the flags, and its data (one line says which).
+
+    Returns:
+        `(config, dataset)`: a `kbn_study.studies.experiment.ExperimentConfig`
+        and a `kbn_study.data.mnist.Dataset`.
+    """
+    from kbn_study import startup
+
+    startup.start(default_backend=default_backend)
+    from kbn_study.studies import experiment
+
+    config = experiment.ExperimentConfig.from_args(args)
+    return config, load_data(args)
+
+
 def load_data(args, **kwargs):
     """`--data`/`--dataset` loaded (one error line if a file is corrupt), and
     one line saying what was loaded."""
-    from kbn_study import mnist
+    from kbn_study.data import mnist
 
     with bad_input_exits():
         dataset = mnist.load_mnist(args.data, name=args.dataset, **kwargs)
@@ -188,7 +198,9 @@ def load_data(args, **kwargs):
 def add_sweep_arguments(parser, ray=True):
     """`--workers N` or `--ray [ADDRESS]`: where a sweep's independent runs
     execute (`--workers` alone with `ray=False`)."""
-    cores = _cores()
+    from kbn_study.sweeps import workers
+
+    cores = workers.default_count()
     where = parser.add_mutually_exclusive_group() if ray else parser
     where.add_argument(
         "--workers",
@@ -216,13 +228,6 @@ def add_sweep_arguments(parser, ray=True):
     )
 
 
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def check_sweep_arguments(parser, args):
     """Exits with one line if `--ray` is asked for and Ray is not installed."""
     if getattr(args, "ray", None) is not None and not importlib.util.find_spec("ray"):
@@ -233,8 +238,8 @@ def check_sweep_arguments(parser, args):
 
 
 def sweep_executor(args):
-    """The `kbn_study.sweep` executor of `add_sweep_arguments`' flags."""
-    from kbn_study import sweep
+    """The `kbn_study.sweeps.executors` executor of `add_sweep_arguments`' flags."""
+    from kbn_study.sweeps import executors as sweep
 
     if getattr(args, "ray", None) is not None:
         return sweep.Ray(None if args.ray == "local" else args.ray)
@@ -282,7 +287,7 @@ def check_paths(parser, outputs=None, inputs=None):
     if data is not None:
         # Read now, with NumPy alone: a corrupt file fails before Keras is
         # imported (the loader reuses what was read).
-        from kbn_study import data_files
+        from kbn_study.data import files as data_files
 
         with bad_input_exits():
             data_files.check(data)
@@ -314,55 +319,6 @@ def writable_folder_problem(path):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
     return None
-
-
-def start(default_backend):
-    """Prepares the process for Keras; call after parsing, before importing it.
-
-    Chooses the backend (`KERAS_BACKEND` wins when set). On the TensorFlow
-    backend, where Keras imports TensorFlow, it keeps TensorFlow's start-up
-    log lines off the terminal: its C++ runtime prints `I0000 ...` lines
-    while it is imported whatever `TF_CPP_MIN_LOG_LEVEL` says, so it is
-    imported here with those lines filtered out (any other line it prints
-    is passed on). On JAX nothing imports TensorFlow (TensorBoard files are
-    written without it), and neither does this.
-    """
-    os.environ.setdefault("KERAS_BACKEND", default_backend)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if os.environ["KERAS_BACKEND"] == "tensorflow":
-        import_tensorflow()
-
-
-def import_tensorflow():
-    """Imports TensorFlow, its start-up log lines filtered out; returns it.
-
-    For the study's code that needs TensorFlow whatever the backend
-    (`tf.distribute`): call it instead of `import tensorflow`.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" not in sys.modules:
-        with _filtered_stderr():
-            import tensorflow  # noqa: F401
-    return sys.modules["tensorflow"]
-
-
-@contextlib.contextmanager
-def _filtered_stderr():
-    """Captures file descriptor 2, then replays all but the start-up noise."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines():
-                if not _STARTUP_NOISE.match(line):
-                    print(line, file=sys.stderr)
 
 
 def error(message, status=1):

@@ -3,7 +3,7 @@
 Measures, in one run on one machine and the same data, for each installed
 backend (TensorFlow, JAX), training steps per second (batches of 60) of:
 
-- the kbn path (`kbn_study.runs`: `MultiStepTrainer` + `model.fit`, with the
+- the kbn path (`kbn_study.training.runs`: `MultiStepTrainer` + `model.fit`, with the
   validation recorder sampling the whole validation set every 500 batches),
   with and without batch norm, and without the recorder;
 - the same path with `keras.layers.BatchNormalization` in place of kbn's;

@@ -19,7 +19,7 @@ if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
     # Keras imports TensorFlow: imported first with its start-up log lines
     # filtered out, as the commands do (they would reach the terminal from
     # every pytest-xdist worker).
-    from kbn_study.cli import import_tensorflow  # noqa: E402
+    from kbn_study.startup import import_tensorflow  # noqa: E402
 
     import_tensorflow()
 
@@ -91,7 +91,7 @@ def compare_default_run():
 
 @pytest.fixture(scope="session")
 def mnist_subset():
-    from kbn_study import mnist
+    from kbn_study.data import mnist
 
     return mnist.load_mnist()
 

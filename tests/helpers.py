@@ -298,7 +298,7 @@ def junit_failures(report_path):
     return failures
 
 
-# Tasks for `kbn_study.workers.WorkerPool` in the tests: module-level (a
+# Tasks for `kbn_study.sweeps.workers.WorkerPool` in the tests: module-level (a
 # worker imports them by name) and free of Keras, so a worker starts fast.
 def square(item):
     return item * item

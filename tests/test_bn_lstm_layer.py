@@ -215,7 +215,6 @@ def test_written_out_gradient_equals_automatic_one(rng, monkeypatch):
     automatically (`kbn.ops.moments` and `kbn.ops.normalize`), constant
     features included (the first step's `W_h h_0` is 0 for every example)."""
     from kbn import ops as bn_ops
-    from kbn.layers import bn_lstm_layer
 
     x = rng.normal(0.5, 2.0, size=(6, 5, FEATURES)).astype("float32")
     x[:, 1, 0] = 0.25  # a constant input feature at the second step
@@ -229,7 +228,7 @@ def test_written_out_gradient_equals_automatic_one(rng, monkeypatch):
         y = bn_ops.normalize(x, mean, variance, gamma, beta, epsilon)
         return y, (mean, variance)
 
-    monkeypatch.setattr(bn_lstm_layer, "_step_batch_norm", automatic)
+    monkeypatch.setattr(bn_ops, "step_batch_norm", automatic)
     layer = BNLSTM(UNITS, MAX_STEPS, seed=4)
     layer.build(x.shape)
     _gammas_away_from_start(layer, np.random.default_rng(0))

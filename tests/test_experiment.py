@@ -1,4 +1,4 @@
-"""kbn_study.experiment end to end on real MNIST digits, and its outputs read back."""
+"""kbn_study.studies.experiment end to end on real MNIST digits; outputs read back."""
 
 import json
 import os
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from kbn.evaluation import Accuracy
-from kbn_study import experiment
-from kbn_study.experiment import ExperimentConfig
-from kbn_study.experiment import train_and_test
+from kbn_study.studies import experiment
+from kbn_study.studies.experiment import ExperimentConfig
+from kbn_study.studies.experiment import train_and_test
 from tests.helpers import read_scalars
 
 

@@ -1,14 +1,14 @@
-"""kbn_study.published and the grid: configurations, resumable runs, summary."""
+"""kbn_study.studies.published and the grid: configurations, resumable runs, summary."""
 
 import dataclasses
 
 import pandas as pd
 import pytest
 
-from kbn_study import grid
-from kbn_study import grid_files
-from kbn_study import grid_summary
-from kbn_study import published as study
+from kbn_study.grid import files as grid_files
+from kbn_study.grid import runner as grid
+from kbn_study.grid import summary as grid_summary
+from kbn_study.studies import published as study
 
 
 def test_the_study_has_fifteen_configurations():

@@ -92,3 +92,133 @@ def test_recipes_are_thin_scripts_over_the_study_commands():
     for path in _python_files("recipes"):
         name = os.path.splitext(os.path.basename(path))[0]
         assert list(_imports(path)) == [f"kbn_study.commands.{name}"], path
+
+
+PACKAGES = ("kbn", "kbn_study")
+
+
+def _module_of(path):
+    relative = os.path.relpath(path, ROOT)[: -len(".py")].split(os.sep)
+    if relative[-1] == "__init__":
+        relative = relative[:-1]
+    return ".".join(relative)
+
+
+def _import_graph():
+    """`{module: {module it imports}}` over kbn and kbn_study, every import
+    statement counted, those inside functions too; `from package import
+    name` is an import of `package.name` when that is a module."""
+    modules = {
+        _module_of(path): path
+        for package in PACKAGES
+        for path in _python_files(package)
+    }
+    graph = {}
+    for module, path in modules.items():
+        edges = set()
+        for name in _all_imports(path, module):
+            if name.split(".")[0] in PACKAGES:
+                while name not in modules and "." in name:
+                    name = name.rsplit(".", 1)[0]
+                if name in modules and name != module:
+                    edges.add(name)
+        graph[module] = edges
+    return graph
+
+
+def _all_imports(path, module):
+    package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
+    tree = ast.parse(open(path).read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            for alias in node.names:
+                yield f"{base}.{alias.name}"
+
+
+def _cycles(graph):
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                other = stack.pop()
+                on_stack.discard(other)
+                component.append(other)
+                if other == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle_and_the_library_never_imports_the_study():
+    graph = _import_graph()
+    assert len(graph) > 60 and "kbn_study.grid.runner" in graph["kbn_study.grid.timing"]
+    assert _cycles(graph) == []
+    upward = {
+        m: sorted(e) for m, e in graph.items() if m.startswith("kbn.") or m == "kbn"
+    }
+    assert not {
+        m: e for m, e in upward.items() if any(x.startswith("kbn_study") for x in e)
+    }
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_every_module_opens_with_a_docstring_of_what_it_holds():
+    missing = []
+    for package in PACKAGES + ("recipes",):
+        for path in _python_files(package):
+            tree = ast.parse(open(path).read(), path)
+            doc = ast.get_docstring(tree)
+            if not doc or len(doc.split()) < 5:
+                missing.append(os.path.relpath(path, ROOT))
+    assert missing == []
+
+
+# kbn_study's layers, in the order of its docstring: a module imports only
+# modules of its own layer or of the layers before it.
+STUDY_LAYERS = [
+    "startup", "data", "models", "outputs", "training", "sweeps", "studies",
+    "grid", "cli", "commands",
+]  # fmt: skip
+
+
+def test_the_study_imports_only_downwards():
+    def layer(module):
+        parts = module.split(".")
+        return STUDY_LAYERS.index(parts[1]) if len(parts) > 1 else -1
+
+    graph = _import_graph()
+    upward = [
+        f"{module} imports {other}"
+        for module, edges in graph.items()
+        if module.startswith("kbn_study.")
+        for other in edges
+        if other.startswith("kbn_study.") and layer(other) > layer(module)
+    ]
+    assert upward == []

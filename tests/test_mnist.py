@@ -1,4 +1,4 @@
-"""kbn_study.mnist: real files in real formats, the offline fallback, the batches."""
+"""kbn_study.data.mnist: real files in real formats, the offline fallback, batches."""
 
 import gzip
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from kbn_study import mnist as data
+from kbn_study.data import mnist as data
 
 
 def _write_idx(path, array, compress=True):

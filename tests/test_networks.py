@@ -1,11 +1,11 @@
-"""kbn_study.networks: the study's MLP pair and conv net."""
+"""kbn_study.models.networks: the study's MLP pair and conv net."""
 
 import keras
 import numpy as np
 import pytest
 
 from kbn.layers import BatchNorm
-from kbn_study import networks as models
+from kbn_study.models import networks as models
 
 
 def test_initial_weights_shapes_and_scale():

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from kbn_study import networks
-from kbn_study import small_batches
+from kbn_study.models import networks
+from kbn_study.studies import small_batches
 
 
 def test_class_batches_draw_a_few_classes_in_equal_shares():

@@ -257,3 +257,60 @@ def test_sound_combinations_are_accepted_and_equal_the_default(rng, cls, kwargs)
         reference.assert_close(ours(x, training=True), default(x, training=True), 10.0)
     for a, b in zip(ours.weights, default.weights):
         reference.assert_close(a, b, 10.0)
+
+
+# --- An override is used however it is made --------------------------------
+
+
+def _recording_moments(calls):
+    def compute_moments(self, inputs, axes, mask=None):
+        calls.append(tuple(axes))
+        return bn_ops.moments(inputs, axes, mask=mask)
+
+    return compute_moments
+
+
+def test_a_compute_moments_patched_on_the_class_is_called(rng):
+    """`mock.patch.object(BatchNorm, "compute_moments", ...)`: the layer uses
+    the patch in training (it looks when it is called, not when built)."""
+    from unittest import mock
+
+    x = rng.normal(2.0, 3.0, size=(16, 5)).astype("float32")
+    layer = BatchNorm()
+    layer.build(x.shape)  # built before the patch
+    expected = _np(layer(x, training=True))
+    calls = []
+    with mock.patch.object(
+        BatchNorm, "compute_moments", autospec=True, side_effect=None
+    ) as patched:
+        patched.side_effect = _recording_moments(calls)
+        outputs = _np(layer(x, training=True))
+    assert patched.call_count == 1 and calls == [(0,)]
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
+
+
+def test_a_compute_moments_set_on_the_layer_is_called(rng):
+    x = rng.normal(2.0, 3.0, size=(16, 5)).astype("float32")
+    layer = BatchNorm()
+    layer.build(x.shape)
+    calls = []
+    layer.compute_moments = lambda inputs, axes, mask=None: _recording_moments(calls)(
+        layer, inputs, axes, mask=mask
+    )
+    layer(x, training=True)
+    assert calls == [(0,)]
+
+
+def test_a_patch_the_options_cannot_honour_is_refused_by_name(rng):
+    """An override made after the layer was built is checked when it is
+    called: unbiased variances need the estimator's own correction."""
+    from unittest import mock
+
+    x = rng.normal(size=(8, 3)).astype("float32")
+    layer = BatchNorm(unbiased_variance=True)
+    layer.build(x.shape)
+    with mock.patch.object(
+        BatchNorm, "compute_moments", autospec=True, side_effect=_recording_moments([])
+    ):
+        with pytest.raises(ValueError, match="overrides compute_moments"):
+            layer(x, training=True)

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from kbn_study import cli
-from kbn_study import grid
-from kbn_study import grid_files
-from kbn_study import published as study
-from kbn_study import sweep
-from kbn_study import sweep_progress
-from kbn_study import workers
 from kbn_study.commands import seed_grid
+from kbn_study.grid import files as grid_files
+from kbn_study.grid import runner as grid
+from kbn_study.studies import published as study
+from kbn_study.sweeps import executors as sweep
+from kbn_study.sweeps import progress as sweep_progress
+from kbn_study.sweeps import workers
 from tests import helpers
 
 

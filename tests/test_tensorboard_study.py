@@ -18,9 +18,9 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from kbn_study import grid
-from kbn_study import hparams
-from kbn_study import published
+from kbn_study.grid import runner as grid
+from kbn_study.outputs import hparams
+from kbn_study.studies import published
 from tests.helpers import free_ports
 from tests.helpers import read_histograms
 from tests.helpers import read_scalars

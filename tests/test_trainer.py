@@ -7,8 +7,8 @@ import pytest
 from kbn.callbacks import ValidationAccuracyRecorder
 from kbn.trainer import MultiStepTrainer
 from kbn.trainer import index_batches
-from kbn_study import mnist
-from kbn_study import networks as models
+from kbn_study.data import mnist
+from kbn_study.models import networks as models
 from tests import reference
 
 

@@ -1,4 +1,9 @@
-"""Callbacks for `model.fit`."""
+"""Callbacks for `model.fit` that count global steps and write TensorBoard files.
+
+One callback per module; `global_step` is the base that counts batches right
+across epochs and `steps_per_execution`; `_summary_writers` shares one
+event file per folder. Nothing here trains a model or holds batch-norm maths.
+"""
 
 from kbn.callbacks.activation_percentiles import ActivationPercentiles
 from kbn.callbacks.batch_norm_statistics import BatchNormStatistics

@@ -1,3 +1,11 @@
+"""`ActivationPercentiles`: percentiles of a layer's activations over training.
+
+Holds the callback that measures the internal covariate shift of Ioffe &
+Szegedy's Figure 1 (percentiles of a layer's inputs or outputs on a fixed
+probe, every N batches) and writes them to TensorBoard. It must not hold
+any plotting or the study's tables (`kbn_study.studies.covariate_shift`).
+"""
+
 import os
 
 import keras

@@ -1,13 +1,22 @@
+"""`BatchNormStatistics`: what every batch norm of a model does, in TensorBoard.
+
+Holds the callback that writes each kbn batch norm's weights as histograms
+and the gaps between its batch and moving statistics, and the compiled
+probe pass that measures the batch statistics without changing the model.
+It must not hold the layer's maths (it asks the layers, through their
+recording protocol).
+"""
+
 import contextlib
 import os
 
-import keras
 import numpy as np
 from keras import ops
 
 from kbn import checks
 from kbn.callbacks import _summary_writers
 from kbn.callbacks.global_step import GlobalStepCallback
+from kbn.compiled import compiled
 from kbn.layers import BatchNorm
 from kbn.layers import batch_norm_layers
 from kbn.trainer import MultiStepTrainer
@@ -149,7 +158,7 @@ class _Probe:
         self.layers = layers
         self.images = ops.convert_to_tensor(np.asarray(images))
         self._records = [[] for _ in layers]  # the lists of the current contexts
-        self._pass = _compile(self._training_pass)
+        self._pass = compiled(self._training_pass)
 
     def _training_pass(self, trainable, non_trainable, images):
         # Runs when the pass is traced: the layers append to the lists.
@@ -189,19 +198,6 @@ class _Probe:
                 for i in (0, 1)
             )
         return result
-
-
-def _compile(function):
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(function)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(function, reduce_retracing=True)
-    return function
 
 
 def _named(layers):

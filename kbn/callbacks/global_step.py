@@ -1,3 +1,10 @@
+"""`GlobalStepCallback`: the base of kbn's callbacks, counting global batches.
+
+Holds the step counting (right across epochs, with `steps_per_execution`
+and `kbn.MultiStepTrainer`) and the sampling schedule every callback uses.
+It must not write or evaluate anything.
+"""
+
 import keras
 
 

@@ -1,3 +1,9 @@
+"""`TrainingProgress`: one progress line per run, on process 0 only.
+
+Holds the callback that prints how far training is (a bar on a terminal,
+a few lines elsewhere). It must not measure or write anything else.
+"""
+
 import math
 import sys
 import time

@@ -1,3 +1,10 @@
+"""`RenormClippingSchedule`: the renormalization clip limits relaxed in training.
+
+Holds the callback that sets every renorm layer's `rmax`, `rmin` and `dmax`
+from a schedule of the global step (Ioffe, 2017, section 4). It must not
+hold renormalization's maths (`kbn.ops`, `kbn.layers.renorm`).
+"""
+
 from kbn import checks
 from kbn.callbacks.global_step import GlobalStepCallback
 from kbn.layers.traversal import batch_norm_layers

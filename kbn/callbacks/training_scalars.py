@@ -1,3 +1,10 @@
+"""`TrainingScalars`: the training loss, metrics and learning rate against the
+global batch, in TensorBoard.
+
+Holds one callback; it must not evaluate the model (the validation recorder
+does) nor write anything but scalars.
+"""
+
 import os
 
 import keras

@@ -1,3 +1,11 @@
+"""`ValidationAccuracyRecorder`: validation accuracy every N training batches.
+
+Holds the callback the study's curves come from: a compiled inference pass
+on fixed validation data at every sample, never `model.evaluate()`. It must
+not hold the accuracy's computation (`kbn.evaluation`) nor write anything
+but its one TensorBoard scalar.
+"""
+
 import math
 import numbers
 import os

@@ -4,6 +4,8 @@
 offset` in closed form from the moving statistics; when a subclass overrides
 `normalize` (or `call`), the closed form may be wrong, and this module reads
 the map from the layer itself instead.
+
+It must not be used when a layer gives its map in closed form.
 """
 
 import keras

@@ -1,4 +1,15 @@
-import contextlib
+"""`BatchNorm`: batch normalization written from primitives, with hooks.
+
+Holds the layer: its options, its state, `call`'s bookkeeping (dtypes,
+virtual batches, masks, the `momentum=None` counter, batches with one value
+per feature, training or inference) and the hooks a subclass overrides. It
+must not hold the arithmetic (`kbn.ops`), renormalization's own part
+(`kbn.layers.renorm`), the recording protocol (`kbn.layers.recording`) or
+the argument checks (`kbn.layers.batch_norm_options`). It is over 400 lines
+because the hooks are methods of the layer, each with the documentation a
+subclass needs.
+"""
+
 import math
 import warnings
 
@@ -13,10 +24,23 @@ from kbn import checks
 from kbn import ops as bn_ops
 from kbn.layers import affine_probe
 from kbn.layers import batch_norm_options as options
+from kbn.layers.recording import RecordsStatistics
+from kbn.layers.renorm import Renormalization
+
+# The hooks a subclass may override; see `BatchNorm._overrides`.
+HOOKS = (
+    "call",
+    "compute_moments",
+    "normalize",
+    "update_moving_statistics",
+    "update_renorm_statistics",
+    "debias_variance",
+    "inference_affine",
+)
 
 
 @keras.saving.register_keras_serializable(package="kbn")
-class BatchNorm(keras.layers.Layer):
+class BatchNorm(Renormalization, RecordsStatistics, keras.layers.Layer):
     """Batch normalization, written from primitives.
 
     Normalizes each feature with the mean and variance of the current batch
@@ -96,8 +120,12 @@ class BatchNorm(keras.layers.Layer):
     `unbiased_variance=True` (unless `debias_variance` is overridden too) or
     with `synchronized=True` on TensorFlow, and an overridden `normalize`
     with `renorm=True`. A method counts as overridden when a subclass
-    defines it, even if it calls `super()`. The arithmetic lives in the pure
-    functions of `kbn.ops`.
+    defines it (even if it calls `super()`), when it is replaced on the
+    class (`unittest.mock.patch.object(BatchNorm, "compute_moments", ...)`)
+    or set on one layer (`layer.compute_moments = f`): the layer looks when
+    it is called (a compiled step, when it is traced), so every override
+    is used, or refused with the error above. The arithmetic lives in the
+    pure functions of `kbn.ops`.
 
     Args:
         axis: Integer or list of integers, the feature axes (not reduced).
@@ -228,18 +256,8 @@ class BatchNorm(keras.layers.Layer):
         self.unbiased_variance = bool(unbiased_variance)
         self.track_running_stats = bool(track_running_stats)
         self.synchronized = bool(synchronized)
-        if self.renorm and self.momentum is None:
-            checks.fail(
-                "momentum",
-                momentum,
-                "a float with renorm=True (renorm corrects towards moving averages)",
-            )
-        if self.renorm and not self.track_running_stats:
-            checks.fail(
-                "track_running_stats",
-                track_running_stats,
-                "True with renorm=True (renorm corrects towards moving averages)",
-            )
+        if self.renorm:
+            self._check_renorm_options(momentum, track_running_stats)
         if self.synchronized and keras.backend.backend() not in ("tensorflow", "jax"):
             checks.fail(
                 "synchronized",
@@ -250,7 +268,6 @@ class BatchNorm(keras.layers.Layer):
             )
         self.supports_masking = True
         self._warned_single_value = False
-        self._recording = None
 
         self.gamma = None
         self.beta = None
@@ -270,12 +287,6 @@ class BatchNorm(keras.layers.Layer):
                 "virtual_batch_size splits",
             )
         self._check_hooks()
-        self._own_normalize = not (
-            self._overrides("normalize") or self._overrides("call")
-        )
-        self._own_moments = not self._overrides("compute_moments") and not (
-            self.synchronized and keras.backend.backend() == "tensorflow"
-        )
         shape = tuple(input_shape[i] for i in self._feature_axes)
         self._broadcast_shape = [
             input_shape[i] if i in self._feature_axes else 1 for i in range(rank)
@@ -310,27 +321,7 @@ class BatchNorm(keras.layers.Layer):
         if self.momentum is None and self.track_running_stats:
             self.num_batches = self._state("num_batches", (), "zeros")
         if self.renorm:
-            variance_initializer = self.moving_variance_initializer
-
-            def stddev_initializer(shape, dtype=None):
-                clone = options.clone_initializer(variance_initializer)
-                return ops.sqrt(clone(shape, dtype=dtype))
-
-            self.moving_stddev = self._state("moving_stddev", shape, stddev_initializer)
-            self.renorm_mean = self._state(
-                "renorm_mean",
-                shape,
-                options.clone_initializer(self.moving_mean_initializer),
-            )
-            self.renorm_stddev = self._state("renorm_stddev", shape, stddev_initializer)
-            defaults = {"rmax": math.inf, "rmin": 0.0, "dmax": math.inf}
-            for key in options.RENORM_KEYS:
-                value = self.renorm_clipping.get(key, defaults[key])
-                setattr(
-                    self,
-                    f"renorm_{key}",
-                    self._state(f"renorm_{key}", (), initializers.Constant(value)),
-                )
+            self._build_renorm(shape)
         self.input_spec = keras.layers.InputSpec(
             ndim=rank, axes={i: input_shape[i] for i in self._feature_axes}
         )
@@ -365,6 +356,11 @@ class BatchNorm(keras.layers.Layer):
                 "dimension fewer than the inputs. Received: "
                 f"mask.shape={mask.shape}, inputs.shape={inputs.shape}"
             )
+        self._check_hooks()  # also overrides made after build
+        own_normalize = not (self._overrides("normalize") or self._overrides("call"))
+        own_moments = not self._overrides("compute_moments") and not (
+            self.synchronized and keras.backend.backend() == "tensorflow"
+        )
         dtype = options.computation_dtype(inputs.dtype)
         inputs = ops.cast(inputs, dtype)
         gamma = None if self.gamma is None else ops.cast(self.gamma, dtype)
@@ -374,7 +370,7 @@ class BatchNorm(keras.layers.Layer):
         if not learning and self.track_running_stats:
             mean = ops.cast(self.moving_mean, dtype)
             variance = ops.cast(self.moving_variance, dtype)
-            if self._own_normalize:
+            if own_normalize:
                 # `(x - mean) * scale + beta`: subtracting first keeps the
                 # float32 error independent of |mean| / spread.
                 inputs = inputs - self._broadcast(mean, inputs)
@@ -390,7 +386,7 @@ class BatchNorm(keras.layers.Layer):
         axes = self._moment_axes(inputs)
         count = bn_ops.count(inputs, axes, mask)
         self._warn_if_single_value(count)
-        if self._own_normalize and self._own_moments:
+        if own_normalize and own_moments:
             # The layer's own maths, about a value near the data: the inputs
             # and the mean are shifted alike, and the normalization is the
             # same, with a float32 error independent of |mean| / spread.
@@ -404,19 +400,7 @@ class BatchNorm(keras.layers.Layer):
         if learning and self.track_running_stats:
             enough = self._enough_values(inputs, axes, mask, count)
             if self.renorm:
-                gamma, beta = bn_ops.renorm_affine(
-                    batch_mean,
-                    variance,
-                    gamma,
-                    beta,
-                    ops.cast(self.renorm_mean, variance.dtype),
-                    ops.cast(self.renorm_stddev, variance.dtype),
-                    limits=[
-                        ops.cast(getattr(self, f"renorm_{key}"), variance.dtype)
-                        for key in options.RENORM_KEYS
-                    ],
-                    epsilon=self.epsilon,
-                )
+                gamma, beta = self._renorm_corrected(batch_mean, variance, gamma, beta)
             batch_mean, batch_variance = self._moments_to_average(
                 batch_mean, variance, count
             )
@@ -511,37 +495,13 @@ class BatchNorm(keras.layers.Layer):
         self.moving_mean.assign(bn_ops.moving_average(moving_mean, mean, momentum))
         if self.renorm:
             # As in Keras: renormalization averages the standard deviation
-            # and derives the variance from it.
-            stddev = bn_ops.moving_average(
-                ops.cast(self.moving_stddev, mean.dtype),
-                ops.sqrt(variance + self.epsilon),
-                momentum,
-            )
-            self.moving_stddev.assign(stddev)
-            self.moving_variance.assign(ops.relu(stddev * stddev - self.epsilon))
+            # and derives the variance from it (kbn.layers.renorm).
+            self._renorm_moving_update(mean, variance, momentum)
             return
         moving_variance = ops.cast(self.moving_variance, variance.dtype)
         self.moving_variance.assign(
             bn_ops.moving_average(moving_variance, variance, momentum)
         )
-
-    def update_renorm_statistics(self, mean, variance):
-        """Updates the statistics that batch renormalization corrects towards.
-
-        Called in training with `renorm=True`, with the same moments as
-        `update_moving_statistics`. The default averages the mean and the
-        standard deviation `sqrt(variance + epsilon)` with
-        `renorm_momentum`, as Keras does.
-        """
-        for moving, value in (
-            (self.renorm_mean, mean),
-            (self.renorm_stddev, ops.sqrt(variance + self.epsilon)),
-        ):
-            moving.assign(
-                bn_ops.moving_average(
-                    ops.cast(moving, value.dtype), value, self.renorm_momentum
-                )
-            )
 
     def debias_variance(self, variance, count):
         """The unbiased population variance from a batch variance.
@@ -599,25 +559,14 @@ class BatchNorm(keras.layers.Layer):
 
     # --- Population statistics (kbn.recompute_batch_norm_statistics) ------
 
-    @contextlib.contextmanager
-    def recording_statistics(self, unbiased=True):
-        """Records batch statistics instead of updating the moving ones.
-
-        The protocol of `kbn.recompute_batch_norm_statistics`. Inside the
-        context, a call with `training=True` (even on a frozen layer)
-        normalizes with batch statistics as in training but changes no
-        state; it appends to the yielded list one record, a dict
+    def _check_recording(self, unbiased):
+        """`recording_statistics` (`kbn.layers.recording`) records, per call,
         `{"moving_mean": (mean, weight), "moving_variance": (variance,
         weight)}`: the batch moments from `compute_moments` (averaged over
         virtual batches, the variance passed through `debias_variance` if
-        `unbiased`), and a scalar weight, 1 or 0 for a batch that gives a
-        feature a single value (it does not count).
-
-        Raises:
-            ValueError: If the layer has no moving statistics, or `unbiased`
-                is asked of an overridden `compute_moments` without a
-                `debias_variance` of its own.
-        """
+        `unbiased`). It refuses a layer without moving statistics, and
+        `unbiased` for an overridden `compute_moments` without a
+        `debias_variance` of its own."""
         self._require_moving_statistics("recording_statistics()")
         if unbiased and self._overrides("compute_moments"):
             if not self._overrides("debias_variance"):
@@ -630,12 +579,6 @@ class BatchNorm(keras.layers.Layer):
                     "the statistics with unbiased=False. Received: "
                     "unbiased=True"
                 )
-        recording = _Recording(bool(unbiased))
-        self._recording = recording
-        try:
-            yield recording.records
-        finally:
-            self._recording = None
 
     def set_population_statistics(self, statistics, counts):
         """Sets the moving statistics to population statistics.
@@ -658,7 +601,7 @@ class BatchNorm(keras.layers.Layer):
         self.moving_mean.assign(statistics["moving_mean"])
         self.moving_variance.assign(variance)
         if self.renorm:
-            self.moving_stddev.assign(np.sqrt(variance + self.epsilon))
+            self._set_renorm_population(variance)
         if self.momentum is None:
             self.num_batches.assign(batches)
 
@@ -701,7 +644,10 @@ class BatchNorm(keras.layers.Layer):
         )
 
     def _overrides(self, method):
-        return getattr(type(self), method) is not getattr(BatchNorm, method)
+        """Whether this layer's `method` is not BatchNorm's own: defined by a
+        subclass, replaced on a class, or set on the layer itself."""
+        current = getattr(self, method)
+        return getattr(current, "__func__", current) is not _DEFAULTS[method]
 
     def _require_moving_statistics(self, what):
         if not self.built:
@@ -795,13 +741,9 @@ class BatchNorm(keras.layers.Layer):
         momentum = self._momentum_of_this_batch(mean.dtype)
         self.update_moving_statistics(mean, variance, momentum)
         if self.renorm:
-            if self._overrides("update_moving_statistics"):
-                self.moving_stddev.assign(
-                    ops.sqrt(
-                        ops.cast(self.moving_variance, variance.dtype) + self.epsilon
-                    )
-                )
-            self.update_renorm_statistics(mean, variance)
+            self._after_moving_update(
+                mean, variance, self._overrides("update_moving_statistics")
+            )
         if saved is not None:
             for variable, before in saved:
                 variable.assign(ops.where(enough, ops.copy(variable), before))
@@ -879,10 +821,5 @@ class BatchNorm(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
-class _Recording:
-    """What `recording_statistics` collects (a plain object: Keras does not
-    wrap it as it does lists set on a layer)."""
-
-    def __init__(self, unbiased):
-        self.unbiased = unbiased
-        self.records = []
+# BatchNorm's own hooks, as functions: what `_overrides` compares with.
+_DEFAULTS = {name: getattr(BatchNorm, name) for name in HOOKS}

@@ -3,6 +3,8 @@
 Plain functions of the constructor's arguments and of the input shape; the
 layer calls them in `__init__` and `build`. Each raises with the house
 message of `kbn.checks`.
+
+It must not hold the layer's state or maths.
 """
 
 import math

@@ -1,6 +1,12 @@
-"""`BNLSTM`: recurrent batch normalization in a compiled loop."""
+"""`BNLSTM`: recurrent batch normalization in a compiled loop.
 
-import contextlib
+Holds the layer: its weights and per-step statistics, the step it runs over
+time, and what it does with the step's moments after the loop (update or
+record them). It must not hold the step's maths (`kbn.ops`), the
+TensorFlow loop (`kbn.layers.recurrence`) or the recording protocol
+(`kbn.layers.recording`). Over 400 lines: one layer class with its
+documented statistics methods.
+"""
 
 import keras
 import numpy as np
@@ -8,12 +14,14 @@ from keras import initializers
 from keras import ops
 
 from kbn import ops as bn_ops
+from kbn.layers import recurrence
+from kbn.layers.recording import RecordsStatistics
 
 _PARTS = ("h", "c")
 
 
 @keras.saving.register_keras_serializable(package="kbn")
-class BNLSTM(keras.layers.Layer):
+class BNLSTM(RecordsStatistics, keras.layers.Layer):
     """LSTM with recurrent batch normalization (Cooijmans et al., 2016).
 
     Batch norm is applied separately to the input-to-hidden and the
@@ -245,11 +253,15 @@ class BNLSTM(keras.layers.Layer):
             # The batch moments of W_x x_t from those of x_t: the same
             # numbers (and gradients) as moments of W_x x_t, without a pass
             # over the (time, batch, 4 units) tensor.
-            mean_in, covariance_in = _input_moments(inputs)
-            mean_x, variance_x = _project(mean_in, covariance_in, self.kernel)
+            mean_in, covariance_in = bn_ops.sequence_input_moments(inputs)
+            mean_x, variance_x = bn_ops.project_moments(
+                mean_in, covariance_in, self.kernel
+            )
         else:
             mean_x, variance_x = self.input_term_statistics(rows)
-        scale, offset = _affine(mean_x, variance_x, self.gamma_x, None, self.epsilon)
+        scale, offset = bn_ops.fold_into_affine_keeping_constants(
+            mean_x, variance_x, self.gamma_x, None, self.epsilon
+        )
         # BN(W_x x_t) + b = x_t @ (W_x * scale_t) + offset_t, computed in the
         # step: a (time, batch, 4 units) tensor of all steps' input terms
         # would be written, read and differentiated whole.
@@ -258,7 +270,7 @@ class BNLSTM(keras.layers.Layer):
         if not learning:
             rows_of = {n: ops.take(self._moving(n), rows, axis=0) for n in _NAMES}
             for part, beta in (("h", None), ("c", self.beta_c)):
-                xs += _affine(
+                xs += bn_ops.fold_into_affine_keeping_constants(
                     rows_of[f"moving_mean_{part}"],
                     rows_of[f"moving_variance_{part}"],
                     getattr(self, f"gamma_{part}"),
@@ -279,14 +291,14 @@ class BNLSTM(keras.layers.Layer):
                 scale_h, offset_h, scale_c, offset_c = x[3:]
             wh = ops.matmul(h, recurrent_kernel)
             if learning:
-                wh, moments_h = _step_batch_norm(wh, gamma_h, None, self.epsilon)
+                wh, moments_h = bn_ops.step_batch_norm(wh, gamma_h, None, self.epsilon)
             else:
                 wh, moments_h = wh * scale_h + offset_h, ()
             wx = ops.matmul(x_t, kernel_t) + offset_t
             i, f, g, o = ops.split(wx + wh, 4, axis=-1)
             c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
             if learning:
-                normalized, moments_c = _step_batch_norm(
+                normalized, moments_c = bn_ops.step_batch_norm(
                     c, gamma_c, beta_c, self.epsilon
                 )
             else:
@@ -308,7 +320,7 @@ class BNLSTM(keras.layers.Layer):
 
         Returns the last carry and the `y`s stacked over time: a Python loop
         if `unroll`, else `keras.ops.scan`, or on TensorFlow a `while_loop`
-        written here (see `_tensorflow_scan`).
+        written here (see `kbn.layers.recurrence`).
         """
         if self.unroll:
             outputs = []
@@ -317,7 +329,7 @@ class BNLSTM(keras.layers.Layer):
                 outputs.append(y)
             return carry, tuple(ops.stack(parts) for parts in zip(*outputs))
         if keras.backend.backend() == "tensorflow":
-            return _tensorflow_scan(step, carry, xs, steps)
+            return recurrence.tensorflow_scan(step, carry, xs, steps)
         return ops.scan(step, carry, xs)
 
     def _moving(self, name):
@@ -334,7 +346,7 @@ class BNLSTM(keras.layers.Layer):
         if rows is not None:
             mean = ops.take(mean, rows, axis=0)
             covariance = ops.take(covariance, rows, axis=0)
-        return _project(mean, covariance, self.kernel)
+        return bn_ops.project_moments(mean, covariance, self.kernel)
 
     # --- Statistics after the loop --------------------------------------
 
@@ -410,26 +422,12 @@ class BNLSTM(keras.layers.Layer):
 
     # --- Population statistics protocol ---------------------------------
 
-    @contextlib.contextmanager
-    def recording_statistics(self, unbiased=True):
-        """Records batch statistics instead of updating the moving ones.
-
-        The protocol of `kbn.recompute_batch_norm_statistics`. Inside the
-        context a call with `training=True` (even on a frozen layer)
-        normalizes with batch statistics as in training, changes no state,
-        and appends to the yielded list one record: `{name: (value,
-        weight)}` for each name of `statistic_names`, the `(max_time_steps,
-        ...)` rows of this batch (steps sharing a row averaged; variances and
-        the input covariance times `m / (m - 1)`, `m` the batch size, if
-        `unbiased`) and weights 1 for the rows the batch covers, 0 for the
-        others and for a batch of one example.
-        """
-        recording = _Recording(bool(unbiased))
-        self._recording = recording
-        try:
-            yield recording.records
-        finally:
-            self._recording = None
+    # `recording_statistics` (kbn.layers.recording) records, per call,
+    # `{name: (value, weight)}` for each name of `statistic_names`: the
+    # `(max_time_steps, ...)` rows of the batch (steps sharing a row
+    # averaged; variances and the input covariance times `m / (m - 1)`, `m`
+    # the batch size, if `unbiased`), weights 1 for the rows the batch
+    # covers, 0 for the others and for a batch of one example.
 
     def set_population_statistics(self, statistics, counts):
         """Sets the rows with a positive count to the given statistics.
@@ -491,156 +489,7 @@ class BNLSTM(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
-def _affine(mean, variance, gamma, beta, epsilon):
-    """The inference batch norm as `x * scale + offset`, a feature of zero
-    variance mapped to `beta`.
-
-    A feature that was constant over every training batch of its step (the
-    state during the blank first rows or pixels of an image, identical for
-    every example) normalizes to exactly `beta` in training, whatever its
-    value; its moving mean lags that value while the weights move, and
-    `(value - moving_mean) / sqrt(epsilon)` would turn the lag into a large
-    spurious signal. Zero variance here means: constant in training,
-    constant in inference.
-    """
-    scale, offset = bn_ops.fold_into_affine(mean, variance, gamma, beta, epsilon)
-    constant = variance <= 0.0
-    scale = ops.where(constant, 0.0, scale)
-    beta = 0.0 if beta is None else ops.convert_to_tensor(beta, offset.dtype)
-    offset = ops.where(constant, beta, offset)
-    return scale, offset
-
-
-def _step_batch_norm(x, gamma, beta, epsilon):
-    """Batch norm of one step's `(batch, features)` values, and its moments.
-
-    The moments are taken about the first example's value, as
-    `kbn.ops.moments` does: a feature constant over the batch has exactly
-    zero variance and normalizes to exactly `beta`. Unlike `kbn.ops.moments`
-    (two passes), the variance is `mean(d**2) - mean(d)**2` of the shifted
-    values `d`, one pass, whose float32 error grows with |mean - first
-    value| / spread rather than |mean| / spread. The gradient with respect
-    to `x` and `gamma` is written out:
-
-    ```
-    s = gamma / sqrt(variance + epsilon)
-    dgamma = sum(dy * x_hat)
-    dx = dy * s - mean(dy) * s - x_hat * s * dgamma / batch
-    ```
-
-    (the usual `(g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(variance +
-    epsilon)` with `g = dy * gamma`, in fewer operations: a loop of hundreds
-    of steps pays for each of them on every step, and on TensorFlow the
-    count of operations, not their size, sets the time at this scale). No
-    gradient flows through the moments, which are statistics.
-
-    Args:
-        x: `(batch, features)` values.
-        gamma, beta: `(features,)` scale and offset (`beta` may be None),
-            already in `x`'s dtype.
-
-    Returns:
-        `(y, (mean, variance))`.
-    """
-
-    @ops.custom_gradient
-    def normalized(x, gamma):
-        first = x[:1]
-        shifted = x - first
-        mean = ops.mean(shifted, axis=0)
-        variance = ops.mean(ops.square(shifted), axis=0) - ops.square(mean)
-        variance = ops.maximum(variance, 0.0)
-        inverse = ops.rsqrt(variance + epsilon)
-        x_hat = (shifted - mean) * inverse
-        outputs = (x_hat * gamma, mean + first[0], variance)
-
-        def grad(*upstream, **kwargs):
-            # JAX passes the cotangents of all outputs as one tuple,
-            # TensorFlow one argument per output.
-            dy = upstream[0][0] if isinstance(upstream[0], tuple) else upstream[0]
-            scale = gamma * inverse
-            dgamma = ops.sum(dy * x_hat, axis=0)
-            count = ops.cast(ops.shape(x)[0], x.dtype)
-            dx = dy * scale - (
-                ops.mean(dy, axis=0) * scale + x_hat * (scale * dgamma / count)
-            )
-            return dx, dgamma
-
-        return outputs, grad
-
-    y, mean, variance = normalized(x, gamma)
-    if beta is not None:
-        y = y + beta
-    return y, (ops.stop_gradient(mean), ops.stop_gradient(variance))
-
-
-def _input_moments(inputs):
-    """Mean `(T, F)` and biased covariance `(T, F, F)` over the batch of
-    time-major `(T, B, F)` inputs (two passes, about a shift)."""
-    mean, _ = bn_ops.moments(inputs, [1])
-    centered = inputs - mean[:, None, :]
-    count = ops.cast(ops.shape(inputs)[1], inputs.dtype)
-    return mean, ops.einsum("tbf,tbg->tfg", centered, centered) / count
-
-
-def _project(mean, covariance, kernel):
-    """Mean and variance of `x @ kernel` from those of `x`, per step:
-    `mean @ kernel` and `diag(kernel^T covariance kernel)`."""
-    kernel = ops.cast(kernel, mean.dtype)
-    projected = ops.einsum("tfg,gk->tfk", covariance, kernel)
-    variance = ops.sum(projected * kernel[None], axis=1)
-    return ops.matmul(mean, kernel), ops.maximum(variance, 0.0)
-
-
 _NAMES = [f"moving_{s}_{p}" for p in _PARTS for s in ("mean", "variance")]
-
-
-def _tensorflow_scan(step, carry, xs, steps):
-    """`keras.ops.scan` for TensorFlow, as `keras.layers.LSTM` loops there.
-
-    Keras's TensorFlow `scan` keeps the carry in a TensorArray of one
-    element, rewritten every step, stacks outputs shaped like the carry and
-    runs one iteration at a time: a plain LSTM step in it trained about
-    twice as slowly as `keras.layers.LSTM` (784 steps, 100 units, batch 64:
-    0.49 vs 0.24 s per batch on our 2-core machine). Here, as in Keras's
-    TensorFlow RNN loop, the carry is the loop's variables, the inputs are
-    read from and the outputs written to TensorArrays, and 32 iterations may
-    run at once. The step is traced once outside the loop for the shapes of
-    its outputs (dead code in a graph, one step more of work eagerly; as in
-    Keras's loop). TensorFlow is imported only on that backend.
-    """
-    import tensorflow as tf
-
-    xs_arrays = [
-        tf.TensorArray(x.dtype, size=steps, element_shape=x.shape[1:]).unstack(x)
-        for x in xs
-    ]
-    _, ys_first = step(carry, tuple(x[0] for x in xs))
-    ys_arrays = tuple(
-        tf.TensorArray(y.dtype, size=steps, element_shape=y.shape) for y in ys_first
-    )
-
-    def body(t, carry, ys_arrays):
-        carry, ys = step(carry, tuple(x.read(t) for x in xs_arrays))
-        return t + 1, carry, tuple(a.write(t, y) for a, y in zip(ys_arrays, ys))
-
-    _, carry, ys_arrays = tf.while_loop(
-        lambda t, *_: t < steps,
-        body,
-        (tf.constant(0), tuple(carry), ys_arrays),
-        parallel_iterations=32,
-        maximum_iterations=steps,
-    )
-    return carry, tuple(a.stack() for a in ys_arrays)
-
-
-class _Recording:
-    """Where a recording context collects its records (a plain object: Keras
-    would track, and copy, a dict or list set on the layer)."""
-
-    def __init__(self, unbiased):
-        self.unbiased = unbiased
-        self.records = []
 
 
 def seeded(initializer, seed, offset):

@@ -1,4 +1,7 @@
-"""Finding kbn's batch-norm layers inside a model."""
+"""Finding kbn's batch-norm layers inside a model.
+
+It must not change the layers it finds.
+"""
 
 import keras
 

@@ -5,6 +5,9 @@ kbn_study.commands.<name>`, or the console scripts that installing kbn puts
 on the PATH (the functions below, named in pyproject.toml's
 `[project.scripts]`). Importing this package or a command module is cheap: a
 command parses its arguments before it imports Keras.
+
+They must not hold training logic: each parses, starts the process and calls
+the study (`kbn_study.studies`, `kbn_study.training`).
 """
 
 import importlib

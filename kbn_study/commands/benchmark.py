@@ -4,12 +4,16 @@ sequences.
 
 The entry point of `recipes/benchmark.py` (see its docstring), also
 `python -m kbn_study.commands.benchmark` and `kbn-benchmark`.
+
+It parses, starts the process and calls the study; it must not hold training
+logic.
 """
 
 import argparse
 import os
 
 from kbn_study import cli
+from kbn_study import startup
 
 BACKENDS = ("jax", "tensorflow")
 
@@ -79,8 +83,8 @@ def worker(args):
 
 def measure(args):
     """The rows of every measurement of `args.suite`, on this process's backend."""
-    from kbn_study import benchmark
-    from kbn_study import mnist
+    from kbn_study.data import mnist
+    from kbn_study.studies import benchmark
 
     dataset = mnist.load_mnist(args.data, name=args.dataset)
     names = {
@@ -99,7 +103,7 @@ def measure(args):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        cli.start(default_backend=args.worker)
+        startup.start(default_backend=args.worker)
         return worker(args)
 
     import datetime
@@ -109,11 +113,11 @@ def main(argv=None):
     import subprocess
     import sys
 
-    cli.start(default_backend="jax")
+    startup.start(default_backend="jax")
     import keras
     import pandas as pd
 
-    from kbn_study import benchmark
+    from kbn_study.studies import benchmark
 
     rows = []
     for backend in args.backends:

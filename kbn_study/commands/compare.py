@@ -4,6 +4,9 @@ side.
 The entry point of `recipes/compare.py` (see its docstring for what it
 reproduces and the figures to expect), also `python -m
 kbn_study.commands.compare` and `kbn-compare`.
+
+It parses, starts the process and calls the study; it must not hold training
+logic.
 """
 
 from kbn_study import cli
@@ -39,15 +42,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.start(default_backend="jax")
+    config, dataset = cli.start_comparison(args)
     import keras
 
-    from kbn_study import comparison
-    from kbn_study import experiment
-    from kbn_study import published
+    from kbn_study.studies import experiment
+    from kbn_study.studies import published
+    from kbn_study.training import comparison
 
-    config = experiment.ExperimentConfig.from_args(args)
-    dataset = cli.load_data(args)
     print(f"Backend: {keras.backend.backend()}; run: {config.name(dataset)}")
     result = experiment.train_and_test(
         config, dataset=dataset, executor=cli.sweep_executor(args)

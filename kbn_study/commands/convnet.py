@@ -3,9 +3,13 @@ kernels.
 
 The entry point of `recipes/convnet.py` (see its docstring), also
 `python -m kbn_study.commands.convnet` and `kbn-convnet`.
+
+It parses, starts the process and calls the study; it must not hold training
+logic.
 """
 
 from kbn_study import cli
+from kbn_study import startup
 
 
 def parse_args(argv=None):
@@ -36,14 +40,14 @@ def main(argv=None):
     args = parse_args(argv)
     # TensorFlow's (oneDNN) convolutions ran this net 3-4x faster than JAX's
     # on the 2-core development CPU; KERAS_BACKEND=jax still works.
-    cli.start(default_backend="tensorflow")
+    startup.start(default_backend="tensorflow")
     import os
 
     import keras
 
-    from kbn_study import comparison
-    from kbn_study import networks
-    from kbn_study import runs
+    from kbn_study.models import networks
+    from kbn_study.training import comparison
+    from kbn_study.training import runs
 
     schedule = cli.schedule(args)
     dataset = cli.load_data(args, flatten=False)
@@ -57,12 +61,12 @@ def main(argv=None):
             depth=args.depth, width=args.width, batch_norm=batch_norm, seed=args.seed
         )
 
-    result = comparison.compare_networks(
+    result = comparison.compare_with_adam(
         {"without_bn": builder(False), "with_bn": builder(True)},
         dataset,
-        lambda: keras.optimizers.Adam(args.learning_rate),
+        args.learning_rate,
         schedule,
-        run_dir=run_dir,
+        run_dir,
         title=(
             f"Conv net, {args.depth} convolutions + dense, "
             f"Adam {args.learning_rate:g}, "

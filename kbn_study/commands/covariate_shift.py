@@ -4,6 +4,9 @@ training (Ioffe & Szegedy 2015, Figure 1).
 
 The entry point of `recipes/covariate_shift.py` (see its docstring), also
 `python -m kbn_study.commands.covariate_shift` and `kbn-covariate-shift`.
+
+It parses, starts the process and calls the study; it must not hold training
+logic.
 """
 
 from kbn_study import cli
@@ -54,17 +57,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.start(default_backend="jax")
+    config, dataset = cli.start_comparison(args)
     import os
 
     import keras
 
-    from kbn_study import comparison
-    from kbn_study import covariate_shift
-    from kbn_study import experiment
+    from kbn_study.studies import covariate_shift
+    from kbn_study.studies import experiment
+    from kbn_study.training import comparison
 
-    config = experiment.ExperimentConfig.from_args(args)
-    dataset = cli.load_data(args)
     schedule = config.schedule
     run_dir = os.path.join(args.log_dir, f"covariate_shift_{config.name(dataset)}")
     probe_size = min(args.probe_size, len(dataset.validation))

@@ -3,12 +3,16 @@ the whole test set and one image at a time.
 
 The entry point of `recipes/inference_modes.py` (see its docstring), also
 `python -m kbn_study.commands.inference_modes` and `kbn-inference-modes`.
+
+It parses, starts the process and calls the study; it must not hold training
+logic.
 """
 
 import os
 import zipfile
 
 from kbn_study import cli
+from kbn_study import startup
 
 
 def parse_args(argv=None):
@@ -73,14 +77,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.start(default_backend="jax")
+    startup.start(default_backend="jax")
     import dataclasses
     import json
 
-    from kbn_study import comparison
-    from kbn_study import experiment
-    from kbn_study import inference_modes
-    from kbn_study import runs
+    from kbn_study.studies import experiment
+    from kbn_study.studies import inference_modes
+    from kbn_study.training import comparison
+    from kbn_study.training import runs
 
     dataset = cli.load_data(args)
     paths = {}

@@ -3,12 +3,16 @@ several seeds.
 
 The entry point of `recipes/seed_grid.py` (see its docstring), also
 `python -m kbn_study.commands.seed_grid` and `kbn-grid`.
+
+It parses, starts the process and calls the study; it must not hold training
+logic.
 """
 
 import argparse
 import os
 
 from kbn_study import cli
+from kbn_study import startup
 
 
 def parse_args(argv=None):
@@ -52,7 +56,7 @@ def parse_args(argv=None):
     )
     args = cli.parse(parser, argv, outputs=["--out"])
     cli.check_sweep_arguments(parser, args)
-    from kbn_study import published  # pandas only: no Keras yet
+    from kbn_study.studies import published  # pandas only: no Keras yet
 
     try:
         args.configurations = published.select_configurations(args.configs)
@@ -76,18 +80,18 @@ def _worker_counts(text):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.start(default_backend="jax")
+    startup.start(default_backend="jax")
     import time
 
     import keras
 
-    from kbn_study import grid
-    from kbn_study import grid_report
+    from kbn_study.grid import report as grid_report
+    from kbn_study.grid import runner as grid
 
     dataset = cli.load_data(args)
     print(f"Backend: {keras.backend.backend()}; output: {args.out}")
     if args.time_workers:
-        from kbn_study import sweep_timing
+        from kbn_study.grid import timing as sweep_timing
 
         try:
             return sweep_timing.time_workers(

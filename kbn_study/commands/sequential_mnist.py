@@ -3,9 +3,13 @@ side.
 
 The entry point of `recipes/sequential_mnist.py` (see its docstring), also
 `python -m kbn_study.commands.sequential_mnist` and `kbn-sequential-mnist`.
+
+It parses, starts the process and calls the study; it must not hold training
+logic.
 """
 
 from kbn_study import cli
+from kbn_study import startup
 
 ROW_BATCHES = 1_000
 # About 15 minutes of training of both networks on 2 CPU cores (JAX).
@@ -72,7 +76,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.start(default_backend="jax")
+    startup.start(default_backend="jax")
     import json
     import os
 
@@ -81,8 +85,8 @@ def main(argv=None):
 
     import kbn
     from kbn.evaluation import Accuracy
-    from kbn_study import comparison
-    from kbn_study import runs
+    from kbn_study.training import comparison
+    from kbn_study.training import runs
 
     schedule = cli.schedule(args)
     dataset = cli.load_data(args)
@@ -116,12 +120,12 @@ def main(argv=None):
 
     stem = f"sequential_{name}_units{args.units}_adam{args.learning_rate:g}"
     run_dir = os.path.join(args.log_dir, runs.run_name(stem, schedule, dataset.tag))
-    result = comparison.compare_networks(
+    result = comparison.compare_with_adam(
         {"lstm": build(False), "bn_lstm": build(True)},
         dataset,
-        lambda: keras.optimizers.Adam(args.learning_rate),
+        args.learning_rate,
         schedule,
-        run_dir=run_dir,
+        run_dir,
         title=(
             f"Sequential MNIST ({name}), {args.units} units, Adam "
             f"{args.learning_rate:g}, {args.batches:,} batches of {args.batch_size}"

@@ -3,11 +3,15 @@ micro-batches and non-i.i.d. batches (Ioffe 2017), over several seeds.
 
 The entry point of `recipes/small_batches.py` (see its docstring), also
 `python -m kbn_study.commands.small_batches` and `kbn-small-batches`.
+
+It parses, starts the process and calls the study; it must not hold training
+logic.
 """
 
 import argparse
 
 from kbn_study import cli
+from kbn_study import startup
 
 DEFAULTS = {
     # model: (batches, learning rate, optimizer)
@@ -102,17 +106,16 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     # The conv net trains 3-4x faster on TensorFlow's CPU convolutions.
-    cli.start(default_backend="tensorflow" if args.model == "convnet" else "jax")
+    startup.start(default_backend="tensorflow" if args.model == "convnet" else "jax")
+    import functools
     import os
     import time
 
     import keras
 
-    import kbn
-    from kbn_study import comparison
-    from kbn_study import networks
-    from kbn_study import runs
-    from kbn_study import small_batches as sb
+    from kbn_study.models import networks
+    from kbn_study.studies import small_batches as sb
+    from kbn_study.training import runs
 
     dataset = cli.load_data(args, flatten=args.model == "mlp")
     if args.model == "convnet":
@@ -178,25 +181,32 @@ def main(argv=None):
             batch_size=batch_size,
             seed=cell.seed,
         )
-        log_dir = os.path.join(
-            run_dir, cell.regime, f"{cell.normalization}_seed{cell.seed}"
-        )
-        comparison.clear_event_files(log_dir)
-        kbn.set_random_seed(cell.seed)
         blocks = None
         if cell.regime == "noniid":
-            blocks = sb.class_batches(
-                dataset.train.labels, batch_size, args.classes_per_batch,
-                schedule.resolved_batches_per_step, cell.seed,
+            blocks = functools.partial(
+                sb.class_batches, dataset.train.labels, batch_size,
+                args.classes_per_batch, schedule.resolved_batches_per_step,
+                cell.seed,
             )  # fmt: skip
-        callbacks = []
+        callbacks = None
         if cell.normalization == "renorm":
-            callbacks.append(sb.renorm_schedule(schedule.batches))
-        result = runs.train_network(
-            build(cell), dataset, optimizer(), schedule, cell.name,
-            log_dir=log_dir, callbacks=callbacks, verbose=False, blocks=blocks,
-            batch_norm_statistics=False,
-        )  # fmt: skip
+            callbacks = functools.partial(_renorm_callbacks, schedule.batches)
+        result = runs.train(
+            dataset,
+            runs.NetworkRun(
+                name=cell.name,
+                build=functools.partial(build, cell),
+                optimizer=optimizer,
+                schedule=schedule,
+                log_dir=os.path.join(
+                    run_dir, cell.regime, f"{cell.normalization}_seed{cell.seed}"
+                ),
+                callbacks=callbacks,
+                blocks=blocks,
+                batch_norm_statistics=False,
+                verbose=False,
+            ),
+        )
         population = sb.population_test_accuracy(result.model, dataset, cell.seed)
         done[cell] = (result, population)
         print(
@@ -262,6 +272,12 @@ def main(argv=None):
     print(f"{'tensorboard':>18}: {run_dir}")
     print(f"\nData source: {dataset.source}")
     return summary
+
+
+def _renorm_callbacks(batches, log_dir):
+    from kbn_study.studies import small_batches as sb
+
+    return [sb.renorm_schedule(batches)]
 
 
 if __name__ == "__main__":

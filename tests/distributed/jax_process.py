@@ -3,7 +3,7 @@
     python jax_process.py OUT NUM_PROCESSES PROCESS_ID [COORDINATOR]
 
 Started by `tests/test_distributed.py`. Trains the study's MLP with batch
-norm through `kbn_study.runs.train_network` (`model.fit` on a
+norm through `kbn_study.training.runs.train_network` (`model.fit` on a
 `kbn.MultiStepTrainer`, kbn's callbacks writing TensorBoard events into
 `OUT/logs`) for 20 global batches of 60, each process feeding its shard,
 and saves the weights, moving statistics and recorded validation curve to
@@ -45,9 +45,9 @@ def main(out, count, index, coordinator=None):
         )
         keras.distribution.set_distribution(distributed.BlockDataParallel())
 
-    from kbn_study import mnist
-    from kbn_study import networks
-    from kbn_study import runs
+    from kbn_study.data import mnist
+    from kbn_study.models import networks
+    from kbn_study.training import runs
 
     dataset = mnist.load_mnist()
     keras.utils.set_random_seed(0)
