@@ -38,7 +38,7 @@ def test_compare_default_run_batch_norm_wins(compare_default_run):
     """The README's main job: ReLU, lr 0.01, good weights, 2,000 batches."""
     result, log_dir, _ = compare_default_run
     out = result.stdout
-    assert "Data: mnist: train 3,929 / validation 357 / test 714" in out
+    assert "Data: mnist-subset: train 3,929 / validation 357 / test 714" in out
     assert "Data source: MNIST subset: 5,000 digits shipped with kbn_study" in out
     assert "The study (full MNIST" in out
     # Quiet start-up: one line about the data, no TensorFlow/CUDA log lines.
