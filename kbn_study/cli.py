@@ -196,12 +196,15 @@ def start_comparison(args, default_backend="jax"):
 
 def load_data(args, **kwargs):
     """`--data`/`--dataset` loaded (one error line if a file is corrupt), and
-    one line saying what was loaded."""
+    a line saying what was loaded (and a second with where from, unless it
+    is the shipped subset, which the loader has named)."""
     from kbn_study.data import mnist
 
     with bad_input_exits():
         dataset = mnist.load_mnist(args.data, name=args.dataset, **kwargs)
-    print(f"Data: {dataset.describe()}")
+    print(f"Data: {dataset.describe(source=False)}")
+    if dataset.source != mnist.SUBSET_SOURCE:
+        print(f"Data source: {dataset.source}")
     return dataset
 
 

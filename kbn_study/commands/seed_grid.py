@@ -132,7 +132,7 @@ def main(argv=None):
     print()
     print(grid_summary.summary_text(report.summary))
     print(
-        f"\nEvery column (spreads, successes, first step at 0.9, steps/s): "
+        f"\nAll columns (spreads, successes, step at 0.9, steps/s): "
         f"{report.paths['summary_md']}"
     )
     print(f"Grid time this call: {elapsed:,.0f} s")

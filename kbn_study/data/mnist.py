@@ -99,12 +99,14 @@ class Dataset:
         }
         return dataclasses.replace(self, **splits)
 
-    def describe(self):
-        return (
+    def describe(self, source=True):
+        """`mnist-subset: train 3,929 / validation 357 / test 714 images`,
+        then `, from <source>` if `source`."""
+        text = (
             f"{self.tag}: train {len(self.train):,} / validation "
-            f"{len(self.validation):,} / test {len(self.test):,} images, "
-            f"from {self.source}"
+            f"{len(self.validation):,} / test {len(self.test):,} images"
         )
+        return f"{text}, from {self.source}" if source else text
 
 
 def load_mnist(
@@ -232,8 +234,8 @@ def _load_raw(path, name, download):
     cache_state = "an incomplete" if os.path.exists(cache) else "no"
     fetched = f"download failed ({download_error})" if download else "download off"
     print(
-        f"Using {name}-subset (5,000 digits shipped with kbn_study): "
-        f"{cache_state} Keras cache, {fetched}; --data mnist.npz for full MNIST."
+        f"Using {name}-subset: {cache_state} MNIST in Keras's cache, {fetched}; "
+        "--data FILE reads mnist.npz."
     )
     return _shipped_subset(), SUBSET_SOURCE, False, f"{name}-subset"
 
