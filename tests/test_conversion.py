@@ -119,8 +119,8 @@ def _fit(model, x, rng, steps=2):
 
 def nested_model():
     """A functional model holding a functional backbone (which holds a
-    Sequential block and a frozen batch norm) and a batch norm shared by two
-    branches."""
+    Sequential block and a frozen batch norm), a batch norm shared by two
+    branches, and an operation of `keras.ops` (as `x + y` makes)."""
     image = keras.Input((8, 8, 3))
     h = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(image)
     h = keras.layers.BatchNormalization(name="stem_bn")(h)
@@ -141,7 +141,7 @@ def nested_model():
     shared = keras.layers.BatchNormalization(epsilon=1e-2, name="shared_bn")
     left = shared(keras.layers.Conv2D(4, 1, name="left")(features))
     right = shared(keras.layers.Conv2D(4, 3, padding="same", name="right")(features))
-    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Add()([left, right]))
+    h = keras.layers.GlobalAveragePooling2D()(left + right)  # an operation
     outputs = keras.layers.Dense(3, name="head")(h)
     return keras.Model(inputs, outputs, name="nested")
 

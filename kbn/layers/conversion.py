@@ -471,6 +471,9 @@ def _rebuild(model, selects, replace, carry, new_name, function):
             return copies[id(original)]
         if _is_graph_model(original):
             copy = keras.models.clone_model(original, clone_function=clone_function)
+        elif not isinstance(original, keras.layers.Layer):
+            # An operation of keras.ops in the graph (`x + 3`): no state.
+            copy = original.__class__.from_config(original.get_config())
         elif selects(original):
             copy = replace(original)
             pairs.append((original, copy))
