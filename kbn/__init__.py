@@ -7,6 +7,8 @@
 - `kbn.callbacks`: callbacks for `model.fit` that count global steps;
 - `kbn.MultiStepTrainer`: many training batches per compiled call;
 - `kbn.fold_batch_norm`, `kbn.recompute_batch_norm_statistics`;
+- `kbn.convert_batch_norm`: any Keras model's `BatchNormalization` layers
+  swapped for kbn's (and `kbn.layers.convert_to_keras_batch_norm`, back);
 - `kbn.event_file.EventFileWriter`: TensorBoard files without TensorFlow;
 - `kbn.set_random_seed`: Keras's seeding without importing TensorFlow on JAX.
 
@@ -22,6 +24,7 @@ from kbn import callbacks
 from kbn import layers
 from kbn import ops
 from kbn.folding import fold_batch_norm
+from kbn.layers.conversion import convert_batch_norm
 from kbn.population import recompute_batch_norm_statistics
 from kbn.seeding import set_random_seed
 from kbn.trainer import MultiStepTrainer
@@ -33,6 +36,7 @@ __all__ = [
     "MultiStepTrainer",
     "__version__",
     "callbacks",
+    "convert_batch_norm",
     "fold_batch_norm",
     "layers",
     "ops",
