@@ -221,6 +221,67 @@ def renorm_affine(
     return r * gamma, d * gamma if beta is None else d * gamma + beta
 
 
+# --- A batch split across devices (data parallelism) ---------------------
+
+
+def split_batch(x, parts):
+    """`x` with its batch axis 0 cut into `parts` equal parts, in order:
+    shape `(parts, batch // parts, ...)`. Under a data-parallel layout that
+    splits the batch across `parts` devices, each part is one device's."""
+    return ops.reshape(x, (parts, -1, *x.shape[1:]))
+
+
+def gather_parts(values):
+    """Every part's row of `values` (leading axis: the parts), on every part.
+
+    An all-gather written as a sum: row `q` of the result is the sum over
+    the parts `p` of `values[p]` where `p == q`, else 0, which is exactly
+    `values[q]`. Under a layout that splits axis 0 across devices, XLA makes
+    it one all-reduce, and every device gets the same rows, bit for bit.
+    """
+    parts = values.shape[0]
+    eye = ops.reshape(
+        ops.eye(parts, dtype="bool"), (parts, parts) + (1,) * (len(values.shape) - 1)
+    )
+    return ops.sum(ops.where(eye, ops.expand_dims(values, 1), 0.0), axis=0)
+
+
+def combine_part_moments(every, shifts):
+    """The moments of a batch from those of its equal parts.
+
+    Each part's moments are taken about its own shift (`feature_shift` of
+    the part: its first value), on its device; the parts exchange them once
+    (`gather_parts`, or a collective) and every device combines them alike,
+    about the shift of part 0 (Chan et al.'s pairwise formula, for equal
+    parts): `mean = shift_0 + mean_p(a_p)` and `variance =
+    mean_p(variance_p) + mean_p((a_p - mean_p(a_p)) ** 2)`, with `a_p =
+    (shift_p - shift_0) + mean_p` each part's mean about part 0's shift.
+
+    Every difference is between values near the data, so the float32 error
+    stays that of `moments`, independent of |mean| / spread, and the
+    variance is two-pass at both levels.
+
+    Args:
+        every: `(parts, 3, features...)`: every part's shift, mean about its
+            shift and (biased) variance, the same on every device.
+        shifts: `(own parts, features...)`, the shifts of the parts this
+            device normalizes.
+
+    Returns:
+        A tuple `(mean, variance, part_means)`: the batch mean and variance
+        (`features...`), and the batch mean about each own part's shift
+        (`(own parts, features...)`, to normalize its shifted values).
+    """
+    parts = every.shape[0]
+    every_shift, every_mean, every_variance = (every[:, i] for i in range(3))
+    reference = every_shift[0]
+    about_reference = (every_shift - reference) + every_mean
+    mean = ops.sum(about_reference, axis=0) / parts
+    spread = ops.square(about_reference - mean)
+    variance = ops.sum(every_variance + spread, axis=0) / parts
+    return reference + mean, variance, (reference - shifts) + mean
+
+
 # --- Recurrent batch norm (kbn.layers.BNLSTM) ---------------------------
 
 

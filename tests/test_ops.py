@@ -94,3 +94,53 @@ def test_masked_mean_and_count(rng):
     )
     assert bn_ops.count(x, [0, 1]) == 15
     assert bn_ops.masked_mean(x, [0], keepdims=True).shape == (1, 5, 2)
+
+
+def _part_moments(x, parts, axes):
+    """Each part's shift, mean about it and variance, as BatchNorm takes
+    them before the exchange (`axes`: the reduction axes within a part)."""
+    split = bn_ops.split_batch(x, parts)
+    shift = bn_ops.feature_shift(split, axes)
+    mean, variance = bn_ops.two_pass_moments(split - shift, axes)
+    return ops.squeeze(shift, axis=axes), mean, variance
+
+
+@pytest.mark.parametrize("shape,parts", [((60, 7), 2), ((12, 4, 4, 3), 4)])
+def test_combined_part_moments_are_the_batch_moments(rng, shape, parts):
+    # A mean far from 0 against the spread: the combination keeps the
+    # float32 error of the one-device moments (about the data, two passes).
+    x = rng.normal(1000.0, 0.5, size=shape).astype("float32")
+    x[shape[0] // parts :] += 1.0  # parts with different means
+    axes = [1, *range(2, len(shape))]
+    shift, mean, variance = _part_moments(x, parts, axes)
+    every = bn_ops.gather_parts(ops.stack([shift, mean, variance], axis=1))
+    batch_mean, batch_variance, part_means = bn_ops.combine_part_moments(every, shift)
+    exact = x.astype("float64")
+    reduce = tuple([0, *range(1, len(shape) - 1)])
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(batch_mean), exact.mean(axis=reduce), rtol=0, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(batch_variance), exact.var(axis=reduce), rtol=1e-5
+    )
+    # Each part's mean about its own shift, to normalize its shifted values.
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(part_means),
+        exact.mean(axis=reduce) - ops.convert_to_numpy(shift),
+        rtol=0,
+        atol=1e-4,
+    )
+
+
+def test_gather_parts_is_exact():
+    values = np.array([[1.5, -0.0, 3e38], [np.pi, 1e-30, -7.0]], "float32")
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(bn_ops.gather_parts(values)), values
+    )
+
+
+def test_split_batch_keeps_the_order():
+    x = np.arange(24.0).reshape(6, 4)
+    split = ops.convert_to_numpy(bn_ops.split_batch(x, 3))
+    np.testing.assert_array_equal(split.reshape(6, 4), x)
+    np.testing.assert_array_equal(split[1], x[2:4])
