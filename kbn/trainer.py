@@ -20,6 +20,13 @@ Callbacks see one Keras step per block; `kbn.callbacks.GlobalStepCallback`
 reads `batches_per_step` and counts batches. Save and use the wrapped model
 (`trainer.model`), not the trainer.
 
+On JAX under a data-parallel `keras.distribution` (`kbn.distributed.
+BlockDataParallel`), `sharded_step=True` runs each block per device
+(`kbn.distributed.sharded_train_step`): each batch norm exchanges its
+moments in one collective per pass and the gradients are summed in one
+all-reduce of one flattened buffer, as a hand-written step does; without it
+XLA partitions the step, exactly too, but with a collective per gradient.
+
 It must not hold callbacks or anything of a study (data, losses).
 """
 
@@ -28,6 +35,7 @@ import numpy as np
 from keras import ops
 
 from kbn import checks
+from kbn import distributed
 
 
 class MultiStepTrainer(keras.Model):
@@ -37,6 +45,19 @@ class MultiStepTrainer(keras.Model):
         model: The Keras model to train (its inputs are images).
         images: The training images, copied to the device once.
         batches_per_step: Batches per call of the compiled training step.
+        sharded_step: On JAX, with the batch split across several devices
+            by a `keras.distribution.DataParallel` (a `kbn.distributed.
+            BlockDataParallel`): run each block per device with
+            `jax.shard_map`, every `kbn.layers.BatchNorm` exchanging its
+            moments once per pass and the gradients summed in one
+            all-reduce. Exact (the same numbers as one device, to float32
+            rounding) for models whose only computations across examples
+            are kbn's `BatchNorm` layers (which must `exchanges_moments`)
+            and a loss averaged over the batch: the trainer refuses other
+            stateful layers (Keras's `BatchNormalization`, `Dropout`) with a
+            `ValueError`, but cannot see a stateless layer of yours that
+            mixes examples. Metrics must add across devices (Keras's means,
+            sums and counts do). Ignored elsewhere.
 
     Call arguments:
         inputs: Either images (floating point), passed to the model as they
@@ -53,11 +74,14 @@ class MultiStepTrainer(keras.Model):
     ```
     """
 
-    def __init__(self, model, images, batches_per_step=50, **kwargs):
+    def __init__(
+        self, model, images, batches_per_step=50, sharded_step=False, **kwargs
+    ):
         super().__init__(**kwargs)
         checks.check_int(batches_per_step, "batches_per_step")
         self.model = model
         self.batches_per_step = batches_per_step
+        self.sharded_step = bool(sharded_step)
         self.training_images = keras.Variable(
             images, trainable=False, name="training_images"
         )
@@ -88,8 +112,75 @@ class MultiStepTrainer(keras.Model):
             logs, state = super(MultiStepTrainer, self).train_step(state, batch)
             return state, logs
 
-        state, logs = jax.lax.scan(one_batch, state, _as_pair(data))
-        return jax.tree.map(lambda value: value[-1], logs), state
+        def train_block(state, data):
+            state, logs = jax.lax.scan(one_batch, state, _as_pair(data))
+            return jax.tree.map(lambda value: value[-1], logs), state
+
+        if not self.sharded_step or distributed.batch_parts() == 1:
+            return train_block(state, data)
+        self._check_sharded_step()
+
+        def sharded_block(state, data):
+            before = state[3]
+            _, state = train_block(state, data)
+            # Each device's metrics counted its own part: their increments
+            # add up to the batch's (Keras's means are sums and counts).
+            metrics = before
+            if before:
+                increments = [a - b for a, b in zip(state[3], before)]
+                summed = distributed.sum_across_devices(increments)
+                metrics = [b + s for b, s in zip(before, summed)]
+            with keras.StatelessScope(
+                state_mapping=list(zip(self.metrics_variables, metrics))
+            ):
+                logs = self.get_metrics_result()
+            return logs, (*state[:3], metrics)
+
+        return distributed.sharded_train_step(sharded_block, state, _as_pair(data))
+
+    def compute_loss_and_updates(self, trainable_variables, *args, **kwargs):
+        devices = distributed.gradient_devices()
+        if devices is None:
+            return super().compute_loss_and_updates(
+                trainable_variables, *args, **kwargs
+            )
+        # In the sharded step: each device's loss is the mean over its part,
+        # the batch's is their mean; the gradients are summed across devices.
+        loss, aux = super().compute_loss_and_updates(
+            distributed.sum_gradients(trainable_variables), *args, **kwargs
+        )
+        return loss / devices, aux
+
+    def _check_sharded_step(self):
+        from kbn.layers import BatchNorm
+
+        reduction = getattr(self.loss, "reduction", "sum_over_batch_size")
+        if reduction not in ("sum_over_batch_size", "mean"):
+            raise ValueError(
+                "MultiStepTrainer(sharded_step=True) averages the devices' "
+                "losses, which needs a loss averaged over the batch. Received: "
+                f"reduction={reduction!r}"
+            )
+        exchanging = set()
+        for layer in self.model._flatten_layers(include_self=False):
+            if isinstance(layer, BatchNorm):
+                if not layer.exchanges_moments:
+                    raise ValueError(
+                        "MultiStepTrainer(sharded_step=True) trains each device "
+                        f"on its part of the batch, and layer '{layer.name}' "
+                        "cannot exchange its moments across devices (see "
+                        "BatchNorm.exchanges_moments). Use sharded_step=False. "
+                        f"Received: virtual_batch_size={layer.virtual_batch_size}"
+                    )
+                exchanging.update(id(v) for v in layer.variables)
+        for variable in self.model.non_trainable_variables:
+            if id(variable) not in exchanging:
+                raise ValueError(
+                    "MultiStepTrainer(sharded_step=True) trains each device on "
+                    "its part of the batch, so state other than kbn batch "
+                    "norm's would differ between devices. Use "
+                    f"sharded_step=False. Received: variable {variable.path!r}"
+                )
 
     def _tensorflow_train_step(self, data):
         import tensorflow as tf

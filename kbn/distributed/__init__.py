@@ -18,8 +18,13 @@ holds across processes too: `initialize_jax_processes` joins N processes
 (one per machine, or several on one), after which `jax.devices()` lists the
 devices of all of them; under a `BlockDataParallel` distribution, `fit`
 assembles every global batch from the shard each process feeds
-(`process_shards`), and XLA all-reduces the gradients and the batch-norm
-moments. Every process ends with the same weights and moving statistics,
+(`process_shards`). `kbn.layers.BatchNorm` takes each device's moments of
+its part and exchanges them in one collective per layer and pass
+(`batch_exchange`); `kbn.MultiStepTrainer(sharded_step=True)` (the study's
+default) runs each block per device (`sharded_train_step`) and sums all the
+gradients in one all-reduce of one flattened buffer, where XLA's own
+partitioning sends one buffer per weight array (one Gloo round trip each on
+CPU). Every process ends with the same weights and moving statistics,
 those of one process trained on the same global batches. kbn's callbacks
 compute on every process (their inference passes are collective) and
 write only on process 0 (`is_writer`).
@@ -39,7 +44,8 @@ end it with `os._exit(1)` (as `recipes/distributed.py` does); the others
 then stop at once.
 
 The package's modules, one engine each: `kbn.distributed.tf_distribute` and
-`kbn.distributed.jax_processes`; this module gives both under one name and
+`kbn.distributed.jax_processes` (with `kbn.distributed.sharded_step`, the
+JAX step's collectives); this module gives both under one name and
 holds `is_chief`, which asks whichever engine runs.
 """
 
@@ -53,24 +59,34 @@ from kbn.distributed.jax_processes import INITIALIZATION_TIMEOUT
 from kbn.distributed.jax_processes import SHUTDOWN_TIMEOUT
 from kbn.distributed.jax_processes import BlockDataParallel
 from kbn.distributed.jax_processes import barrier
+from kbn.distributed.jax_processes import batch_parts
 from kbn.distributed.jax_processes import initialize_jax_processes
 from kbn.distributed.jax_processes import is_writer
 from kbn.distributed.jax_processes import parse_address
 from kbn.distributed.jax_processes import process_count
 from kbn.distributed.jax_processes import process_index
 from kbn.distributed.jax_processes import process_shards
+from kbn.distributed.sharded_step import BatchExchange
+from kbn.distributed.sharded_step import batch_exchange
+from kbn.distributed.sharded_step import gradient_devices
+from kbn.distributed.sharded_step import sharded_train_step
+from kbn.distributed.sharded_step import sum_across_devices
+from kbn.distributed.sharded_step import sum_gradients
 from kbn.distributed.tf_distribute import STRATEGIES
 from kbn.distributed.tf_distribute import make_strategy
 from kbn.distributed.tf_distribute import replica_batch_size
 from kbn.distributed.tf_distribute import use_logical_cpus
 
 __all__ = [
+    "BatchExchange",
     "HEARTBEAT_TIMEOUT",
     "INITIALIZATION_TIMEOUT",
     "SHUTDOWN_TIMEOUT",
     "STRATEGIES",
     "BlockDataParallel",
     "barrier",
+    "batch_exchange",
+    "batch_parts",
     "initialize_jax_processes",
     "is_chief",
     "is_writer",
@@ -79,6 +95,10 @@ __all__ = [
     "process_count",
     "process_index",
     "process_shards",
+    "gradient_devices",
+    "sharded_train_step",
+    "sum_across_devices",
+    "sum_gradients",
     "replica_batch_size",
     "use_logical_cpus",
 ]

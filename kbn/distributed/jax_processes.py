@@ -173,6 +173,27 @@ class BlockDataParallel(keras.distribution.DataParallel):
         return keras.distribution.TensorLayout(spec, self.device_mesh)
 
 
+def batch_parts():
+    """Into how many parts the current Keras distribution splits a batch.
+
+    The size of the batch axis of the device mesh of a
+    `keras.distribution.DataParallel` (a `BlockDataParallel`, a
+    `ModelParallel`) on JAX: a batch sharded so is one global array, each
+    device holding one part. 1 without a distribution, on another backend,
+    or on a single device. `kbn.layers.BatchNorm` asks it to take its
+    moments part by part and exchange them once (`kbn.ops.
+    combine_part_moments`) rather than let XLA all-reduce each reduction.
+    """
+    if keras.backend.backend() != "jax":
+        return 1
+    distribution = keras.distribution.distribution()
+    name = getattr(distribution, "batch_dim_name", None)
+    mesh = getattr(distribution, "device_mesh", None)
+    if name is None or mesh is None or name not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[list(mesh.axis_names).index(name)])
+
+
 def process_shards(blocks, index=None, count=None, axis=1):
     """This process's shard of each global block, for a multi-process `fit`.
 

@@ -21,6 +21,7 @@ from keras import ops
 from keras import regularizers
 
 from kbn import checks
+from kbn import distributed
 from kbn import ops as bn_ops
 from kbn.layers import affine_probe
 from kbn.layers import batch_norm_options as options
@@ -401,8 +402,23 @@ class BatchNorm(Renormalization, RecordsStatistics, keras.layers.Layer):
             inputs, mask = self._split_virtual_batches(inputs, mask)
         axes = self._moment_axes(inputs)
         count = bn_ops.count(inputs, axes, mask)
+        exchange = self._batch_exchange(inputs, mask, own_normalize and own_moments)
+        if exchange is not None:
+            count = count * exchange.count_factor
         self._warn_if_single_value(count)
-        if own_normalize and own_moments:
+        if exchange is not None:
+            # A batch split across devices: each part's moments on its
+            # device, exchanged once (`kbn.distributed.batch_exchange`) and
+            # combined exactly; each part normalized about its own shift.
+            inputs = bn_ops.split_batch(inputs, exchange.parts)
+            part_axes = self._moment_axes(inputs)
+            shift = bn_ops.feature_shift(inputs, part_axes)
+            inputs = inputs - shift
+            shift = ops.squeeze(shift, axis=part_axes)
+            part_mean, part_variance = bn_ops.two_pass_moments(inputs, part_axes)
+            every = exchange.gather(ops.stack([shift, part_mean, part_variance], 1))
+            batch_mean, variance, mean = bn_ops.combine_part_moments(every, shift)
+        elif own_normalize and own_moments:
             # The layer's own maths, about a value near the data: the inputs
             # and the mean are shifted alike, and the normalization is the
             # same, with a float32 error independent of |mean| / spread.
@@ -427,6 +443,8 @@ class BatchNorm(Renormalization, RecordsStatistics, keras.layers.Layer):
         outputs = self._normalize(inputs, mean, variance, gamma, beta)
         if self.virtual_batch_size is not None:
             outputs = self._ungroup(outputs, shape)
+        elif exchange is not None:
+            outputs = ops.reshape(outputs, shape)
         return ops.cast(outputs, self.compute_dtype)
 
     # --- Hooks -----------------------------------------------------------
@@ -704,6 +722,47 @@ class BatchNorm(Renormalization, RecordsStatistics, keras.layers.Layer):
         elif self._feature_axes == [self._rank - 1]:
             return tensor  # broadcasts as it is
         return ops.reshape(tensor, shape)
+
+    @property
+    def exchanges_moments(self):
+        """Whether the layer's training moments of a batch split across
+        devices are taken part by part and exchanged once: its own maths
+        (no overridden `compute_moments`, `normalize` or `call`), without
+        ghost batches or a feature axis 0. (Not with a mask either, which
+        `call` sees.) `kbn.MultiStepTrainer(sharded_step=True)` needs it."""
+        return (
+            self.virtual_batch_size is None
+            and 0 not in (self._feature_axes if self.built else [])
+            and not any(self._overrides(m) for m in ("compute_moments", "normalize"))
+            and not self._overrides("call")
+        )
+
+    def _batch_exchange(self, inputs, mask, own_maths):
+        """`kbn.distributed.batch_exchange()` where the layer can use it,
+        else None; refuses where it must exchange and cannot."""
+        exchange = distributed.batch_exchange()
+        if exchange is None:
+            return None
+        batch = inputs.shape[0]
+        if (
+            own_maths
+            and self.exchanges_moments
+            and mask is None
+            and batch is not None
+            and batch % exchange.parts == 0
+        ):
+            return exchange
+        if exchange.required:
+            raise ValueError(
+                f"{type(self).__name__} layer '{self.name}' cannot take the "
+                "moments of a batch split across devices in kbn's sharded "
+                "step (it needs its own maths, no mask, no virtual_batch_size): "
+                "its statistics would be one device's. Use "
+                "kbn.MultiStepTrainer(sharded_step=False). Received: "
+                f"mask={'None' if mask is None else 'a mask'}, "
+                f"virtual_batch_size={self.virtual_batch_size}"
+            )
+        return None
 
     def _moment_axes(self, inputs):
         if len(inputs.shape) == self._rank + 1:  # split into virtual batches
