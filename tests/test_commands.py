@@ -134,6 +134,7 @@ BAD_INPUT = [
     ("distributed.py", ["--strategy", "jax-multiprocess", "--process-id", "1"], 2, "Received: no --coordinator"),
     ("distributed.py", ["--strategy", "jax-multiprocess", "--process-id", "1", "--coordinator", "host"], 2, "Received: coordinator='host'"),
     ("distributed.py", ["--strategy", "jax-multiprocess", "--unsynchronized"], 2, "whatever the layer says"),
+    ("distributed.py", ["--network", "convnet"], 2, "argument --network: only with --strategy jax-multiprocess"),
     ("benchmark.py", ["--backends", "torch"], 2, "argument --backends: expected some of ('jax', 'tensorflow'). Received: 'torch'"),
     ("benchmark.py", ["--batches", "100"], 2, "expected a multiple of 500"),
     ("benchmark.py", ["--out", "{unwritable}"], 2, "argument --out: cannot write there"),

@@ -127,6 +127,43 @@ def test_jax_data_parallel_statistics_are_global_by_construction():
         assert report[mode]["weights"] < 1e-5 and report[mode]["moving_mean"] < 1e-5
 
 
+@pytest.mark.slow  # a process
+def test_jax_sharded_step_equals_one_device_with_one_collective_per_pass():
+    """`MultiStepTrainer(sharded_step=True)` on 2 CPU devices trains as one
+    device, and its compiled step (XLA's program, as the recipe reads it)
+    exchanges at most one buffer per batch norm and pass plus one for the
+    gradients; XLA's own partitioning is as exact, with more buffers. The
+    same for a small conv net."""
+    report = _report("sharded_step_check.py", {**os.environ, "PYTHONPATH": ROOT})
+    assert report["devices"] == 2
+    batch_norms = 3  # the study's MLP
+    for mode in ("partitioned", "sharded"):
+        assert report[mode]["weights"] < 1e-5 and report[mode]["loss"] < 1e-5
+    sharded = report["sharded"]["collectives"]
+    per_batch, per_call = sharded["per_batch"], sharded["per_call"]
+    assert per_batch["collectives"] <= 2 * batch_norms + 1
+    assert per_batch["buffers"] == per_batch["collectives"]
+    # The gradients (100,010 float32 weights) and 3 x 2 exchanges of
+    # (2 parts, shift, mean, variance) x 100 features.
+    assert per_batch["bytes"] == 4 * (100_010 + 6 * 2 * 3 * 100)
+    assert per_call["collectives"] <= 1  # the metrics, once per block
+    partitioned = report["partitioned"]["collectives"]["per_batch"]
+    assert partitioned["collectives"] <= 2 * batch_norms + 1
+    assert partitioned["buffers"] > per_batch["buffers"]
+    # A conv net (moments over batch, height and width): as exact, and as
+    # few collectives.
+    convnet = report["convnet"]
+    assert convnet["batch_norms"] == 4  # 3 convolutions and the dense layer
+    assert convnet["weights"] < 1e-5
+    per_batch = convnet["collectives"]["per_batch"]
+    assert per_batch["collectives"] == per_batch["buffers"]
+    assert per_batch["collectives"] <= 2 * convnet["batch_norms"] + 1
+    refused = report["refused"]
+    assert "Received: variable 'seed_generator" in refused["dropout"]
+    assert "Received: variable 'batch_normalization" in refused["keras_batch_norm"]
+    assert "Received: virtual_batch_size=20" in refused["ghost_batches"]
+
+
 # Several JAX processes on 127.0.0.1 (kbn.distributed.initialize_jax_processes).
 
 

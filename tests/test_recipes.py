@@ -242,7 +242,8 @@ def test_distributed_two_jax_processes_started_by_one_command(tmp_path):
         timeout=300,
     )  # fmt: skip
     # Process 0 prints the run's lines, once; the all-reduces of the MLP's
-    # step: its 99,400 + 600 trainable weights (gradients, float32) and more.
+    # step, read from its compiled program: one per batch norm and pass, and
+    # its 99,400 + 600 trainable weights' gradients (float32) in one.
     assert result.stdout.count("Strategy: jax-multiprocess, 2 process(es)") == 1
     assert result.stdout.count("with_bn:") == 1  # one progress line
     assert "All-reduced per batch:" in result.stdout
@@ -253,6 +254,8 @@ def test_distributed_two_jax_processes_started_by_one_command(tmp_path):
     config = json.loads((tmp_path / name / "config.json").read_text())
     assert config["processes"] == 2 and config["devices"] == 2
     assert config["all_reduced_per_batch"]["bytes"] >= 4 * 100_000
+    assert config["all_reduced_per_batch"]["collectives"] <= 2 * 3 + 1
+    assert config["all_reduced_per_batch"]["buffers"] <= 2 * 3 + 1
 
 
 @pytest.mark.slow

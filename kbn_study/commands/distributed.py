@@ -70,7 +70,10 @@ def parse_args(argv=None):
         type=cli.positive_int,
         default=None,
         help="jax-multiprocess: pin process i to CPU cores i*k .. i*k+k-1 of "
-        "its machine (for measurements); by default no pinning",
+        "its machine (for measurements); by default no pinning. With one "
+        "core, each Gloo all-reduce waits for a scheduler tick (4 ms here): "
+        "Gloo's event loop spins on the core that the step needs "
+        "(docs/multi_process_jax.md)",
     )
     parser.add_argument(
         "--heartbeat-timeout",
@@ -91,6 +94,14 @@ def parse_args(argv=None):
         help="jax-multiprocess: measure instead of one run: the same run as "
         "1 process x N threads and as N processes x 1 thread (N = "
         "--num-processes), throughput side by side",
+    )
+    parser.add_argument(
+        "--network",
+        choices=("mlp", "convnet"),
+        default="mlp",
+        help="jax-multiprocess: the study's BN MLP (SGD), or its conv net with "
+        "batch norm (19 convolutions, Adam at --learning-rate; the conv net "
+        "study uses 0.002 and batches of 64)",
     )
     parser.add_argument(
         "--global-batch-size",
@@ -124,6 +135,7 @@ def parse_args(argv=None):
         "--coordinator": args.coordinator is not None,
         "--threads-per-process": args.threads_per_process is not None,
         "--scaling": args.scaling,
+        "--network": args.network != "mlp",
     }
     for flag, given in jax_only.items():
         if given and args.strategy != JAX:

@@ -183,10 +183,19 @@ def network_result(name, recorder, model, dataset, wall_time):
     )
 
 
-def make_trainer(model, dataset, optimizer, schedule, loss=None):
-    """A compiled `MultiStepTrainer` for `model` on `dataset.train.images`."""
+def make_trainer(model, dataset, optimizer, schedule, loss=None, sharded_step=True):
+    """A compiled `MultiStepTrainer` for `model` on `dataset.train.images`.
+
+    With the batch split across devices (several JAX processes), each
+    device runs its part (`sharded_step`, the default): one collective per
+    batch norm and pass, one for the gradients; `sharded_step=False` leaves
+    XLA to partition the step (the path before it, for comparisons).
+    """
     trainer = MultiStepTrainer(
-        model, dataset.train.images, schedule.resolved_batches_per_step
+        model,
+        dataset.train.images,
+        schedule.resolved_batches_per_step,
+        sharded_step=sharded_step,
     )
     trainer.compile(
         optimizer=optimizer,

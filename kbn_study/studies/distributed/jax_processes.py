@@ -1,8 +1,9 @@
 """The study's batch-norm MLP trained by several JAX processes at once.
 
 Holds `train`: one process's part of `recipes/distributed.py --strategy
-jax-multiprocess` (every process runs it, each feeding its shard of every
-global batch; process 0 writes), through the one training path
+jax-multiprocess` (the study's MLP, or with `--network convnet` its conv
+net; every process runs it, each feeding its shard of every global batch;
+process 0 writes), through the one training path
 (`kbn_study.training.runs.train`) under `kbn.distributed.BlockDataParallel`;
 and `check_same_data`. It must not parse arguments, start or end the
 process (the command does: joining the processes and a failed process's
@@ -20,7 +21,8 @@ import kbn
 from kbn import distributed
 from kbn_study.models import networks
 from kbn_study.studies.distributed import schedule_and_kernels
-from kbn_study.studies.distributed.collectives import all_reduced_per_batch
+from kbn_study.studies.distributed.collectives import CollectivesCounter
+from kbn_study.studies.distributed.collectives import describe
 from kbn_study.studies.distributed.throughput import Throughput
 from kbn_study.training import comparison
 from kbn_study.training import runs
@@ -55,7 +57,9 @@ def train(args, dataset, index, count):
     """This process's part of the run; returns its `ComparisonResult`.
 
     Args:
-        args: The command's parsed arguments.
+        args: The command's parsed arguments (`--network mlp`: the study's
+            BN MLP, SGD; `convnet`: the study's conv net with batch norm,
+            Adam).
         dataset: `kbn_study.data.mnist.Dataset`, the same on every process.
         index, count: This process's index and the number of processes
             (`kbn.distributed.initialize_jax_processes` has joined them).
@@ -75,46 +79,59 @@ def train(args, dataset, index, count):
         f"global batch {args.global_batch_size} = {count} x "
         f"{args.global_batch_size // count}, batch norm on the global batch"
     )
-    stem = (
-        f"distributed_jax{count}proc_{args.activation}_lr{args.learning_rate:g}_"
-        f"{args.weights}"
-    )
+    if args.network == "convnet":
+        dataset = dataset.with_images(lambda images: images.reshape(-1, 28, 28, 1))
+        build = functools.partial(
+            networks.build_convnet, batch_norm=True, seed=args.seed
+        )
+        optimizer = functools.partial(keras.optimizers.Adam, args.learning_rate)
+        stem = f"distributed_jax{count}proc_convnet_adam{args.learning_rate:g}"
+        title = f"Conv net with BN, {STRATEGY}, {count} process(es)"
+    else:
+        build = functools.partial(
+            networks.build_mlp, kernels, args.activation, kbn.layers.BatchNorm
+        )
+        optimizer = functools.partial(keras.optimizers.SGD, args.learning_rate)
+        stem = (
+            f"distributed_jax{count}proc_{args.activation}_"
+            f"lr{args.learning_rate:g}_{args.weights}"
+        )
+        title = f"BN MLP, {STRATEGY}, {count} process(es)"
     run_dir = os.path.join(args.log_dir, runs.run_name(stem, schedule, dataset.tag))
     throughput = Throughput(schedule.sample_interval, report=chief)
+    per_step = schedule.resolved_batches_per_step
+    counter = CollectivesCounter(per_step, args.global_batch_size)
     # Every process runs every callback (their passes are collective); only
     # process 0 writes (kbn.distributed.is_writer).
     network = runs.train(
         dataset,
         runs.NetworkRun(
             name="with_bn",
-            build=functools.partial(
-                networks.build_mlp, kernels, args.activation, kbn.layers.BatchNorm
-            ),
-            optimizer=functools.partial(keras.optimizers.SGD, args.learning_rate),
+            build=build,
+            optimizer=optimizer,
             schedule=schedule,
             log_dir=os.path.join(run_dir, "with_bn"),
-            callbacks=lambda log_dir: [throughput],
+            callbacks=lambda log_dir: [throughput, counter],
         ),
     )
-    communication = all_reduced_per_batch(network.model, args.global_batch_size)
     result = comparison.finish(
         {"with_bn": network},
         dataset,
         run_dir if chief else None,
-        title=f"BN MLP, {STRATEGY}, {count} process(es)",
+        title=title,
         metadata={
             "args": vars(args),
             "processes": count,
             "devices": len(devices),
             "throughput_batches_per_s": throughput.rate,
-            "all_reduced_per_batch": communication,
+            "all_reduced_per_batch": counter.counts["per_batch"],
+            "all_reduced_per_call": counter.counts["per_call"],
         },
     )
     say(
         f"Throughput: {throughput.rate:,.1f} batches/s after the first "
         f"{throughput.first:,} batches (compilation excluded)",
-        f"All-reduced per batch: {communication['all_reduces']} all-reduce(s), "
-        f"{communication['bytes']:,} bytes",
+        f"All-reduced per batch: {describe(counter.counts, per_step)}",
         "",
         comparison.summary_text(result),
     )

@@ -1,8 +1,9 @@
-"""Scaling of a multi-process JAX run: N processes x 1 thread against 1 x N.
+"""Scaling of a multi-process JAX run: N processes against one process.
 
-Holds `measure_scaling`, which runs the distributed command twice in
-processes of its own and prints their throughputs side by side. It must not
-import JAX or Keras.
+Holds `measure_scaling`, which runs the distributed command three times in
+processes of its own (1 process x N threads; N processes pinned to one core
+each; N processes sharing the cores) and prints their throughputs side by
+side. It must not import JAX or Keras.
 """
 
 import os
@@ -13,46 +14,58 @@ from kbn_study.studies.distributed.launcher import ProcessFailed
 
 
 def measure_scaling(args, argv):
-    """The same run as 1 process x N threads and as N processes x 1 thread.
+    """The same run as 1 process x N threads and as N processes, pinned and
+    not.
+
+    N processes x 1 thread pins each to its own core (`--threads-per-process
+    1`), as N one-core machines; N processes sharing the cores leaves the
+    operating system to place their threads (each XLA process sizes its
+    thread pool to the N cores). Pinned, every Gloo all-reduce waits for a
+    scheduler tick (docs/multi_process_jax.md), so both are printed.
 
     Args:
         args: The command's parsed arguments (`--num-processes N`, ...).
         argv: Its command line, run again for each configuration.
 
     Returns:
-        `{"1xN": batches per second, "Nx1": batches per second}`.
+        `{"1xN": batches/s, "Nx1": batches/s, "N shared": batches/s}`.
     """
     n = args.num_processes
     base = [a for a in argv if a != "--scaling"]
-    configurations = [(1, n), (n, 1)]
-    rates = {}
-    for processes, threads in configurations:
-        label = f"{processes}x{threads}"
+    configurations = [
+        (f"1x{n}", 1, ["--threads-per-process", str(n)]),
+        (f"{n}x1", n, ["--threads-per-process", "1"]),
+        (f"{n} shared", n, []),
+    ]
+    rates, exchanged = {}, None
+    for label, processes, pinning in configurations:
         command = [
             sys.executable, "-m", "kbn_study.commands.distributed", *base,
-            "--num-processes", str(processes),
-            "--threads-per-process", str(threads),
-            "--log-dir", os.path.join(args.log_dir, "scaling", label),
+            "--num-processes", str(processes), *pinning,
+            "--log-dir", os.path.join(args.log_dir, "scaling", label.replace(" ", "_")),
         ]  # fmt: skip
-        print(f"Running {processes} process(es) x {threads} thread(s) ...", flush=True)
+        print(f"Running {label} ...", flush=True)
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode:
             sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
             raise ProcessFailed(f"the {label} run failed (status {result.returncode})")
-        line = next(
-            x for x in result.stdout.splitlines() if x.startswith("Throughput:")
-        )
+        lines = result.stdout.splitlines()
+        line = next(x for x in lines if x.startswith("Throughput:"))
         rates[label] = float(line.split()[1].replace(",", ""))
-        for x in result.stdout.splitlines():
-            if x.startswith("All-reduced per batch") and processes > 1:
-                print(f"  {x}")
-    one, many = rates[f"1x{n}"], rates[f"{n}x1"]
+        if processes > 1:
+            exchanged = next(
+                (x for x in lines if x.startswith("All-reduced per batch")), None
+            )
+    one = rates[f"1x{n}"]
     print(
-        f"Scaling, global batch {args.global_batch_size}, {args.batches:,} "
-        f"batches, {os.cpu_count()} CPUs:",
-        f"  1 process x {n} threads:  {one:10,.1f} batches/s",
-        f"  {n} processes x 1 thread: {many:10,.1f} batches/s",
-        f"  efficiency ({n}x1 / 1x{n}): {many / one:.3f}",
+        f"Scaling, {args.network}, global batch {args.global_batch_size}, "
+        f"{args.batches:,} batches, {os.cpu_count()} CPUs:",
+        f"  1 process x {n} threads:            {one:10,.1f} batches/s",
+        f"  {n} processes x 1 core each (pinned): {rates[f'{n}x1']:10,.1f} "
+        f"batches/s, efficiency {rates[f'{n}x1'] / one:.3f}",
+        f"  {n} processes sharing the {n} cores:  {rates[f'{n} shared']:10,.1f} "
+        f"batches/s, efficiency {rates[f'{n} shared'] / one:.3f}",
+        f"  {exchanged}",
         sep="\n",
     )
     return rates
