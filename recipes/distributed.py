@@ -26,16 +26,25 @@ feeding its half of every global batch):
         --process-id 0 --coordinator host1:12345     # on host1
     python recipes/distributed.py --strategy jax-multiprocess --num-processes 2 \\
         --process-id 1 --coordinator host1:12345     # on host2
-    # throughput: 1 process x 2 threads against 2 processes x 1 thread
+    # throughput: 1 process x 2 threads against 2 processes (pinned, and not)
     python recipes/distributed.py --strategy jax-multiprocess --num-processes 2 \\
         --scaling --batches 2000
+    # the same for the study's conv net with batch norm (Adam, batches of 64)
+    python recipes/distributed.py --strategy jax-multiprocess --num-processes 2 \\
+        --scaling --network convnet --global-batch-size 64 --learning-rate 0.002 \\
+        --batches 200 --batches-per-sample 50
+    # kbn's step against a hand-written plain-JAX one, side by side
+    python recipes/distributed.py --strategy jax-multiprocess --num-processes 2 \\
+        --anchor --batches 500 --rounds 5
 
 `--devices` splits this machine's CPU into logical devices, so a mirrored
 run works without accelerators. Worker (process) 0 writes
 `logs/distributed_<strategy>_..._seed<seed>_<data>/` (for JAX
 `distributed_jax<N>proc_...`); the others write nothing. If a JAX process
 dies, the others stop with one error line at once; if one stops answering,
-after `--heartbeat-timeout` seconds.
+after `--heartbeat-timeout` seconds. Figures, with the machine and load
+they were measured on: the README's "More than one device" and
+docs/multi_process_jax.md.
 """
 
 from kbn_study.commands.distributed import main

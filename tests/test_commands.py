@@ -134,6 +134,9 @@ BAD_INPUT = [
     ("distributed.py", ["--strategy", "jax-multiprocess", "--process-id", "1"], 2, "Received: no --coordinator"),
     ("distributed.py", ["--strategy", "jax-multiprocess", "--process-id", "1", "--coordinator", "host"], 2, "Received: coordinator='host'"),
     ("distributed.py", ["--strategy", "jax-multiprocess", "--unsynchronized"], 2, "whatever the layer says"),
+    ("distributed.py", ["--anchor"], 2, "argument --anchor: only with --strategy jax-multiprocess"),
+    ("distributed.py", ["--strategy", "jax-multiprocess", "--anchor", "--network", "convnet"], 2, "Received: network='convnet'"),
+    ("distributed.py", ["--strategy", "jax-multiprocess", "--anchor", "--scaling"], 2, "argument --anchor: the anchor is the MLP's step, measured on its own. Received: --scaling"),
     ("distributed.py", ["--network", "convnet"], 2, "argument --network: only with --strategy jax-multiprocess"),
     ("benchmark.py", ["--backends", "torch"], 2, "argument --backends: expected some of ('jax', 'tensorflow'). Received: 'torch'"),
     ("benchmark.py", ["--batches", "100"], 2, "expected a multiple of 500"),
@@ -213,6 +216,7 @@ def test_every_flag_has_a_description_and_its_default(recipe):
             "--permute",
             "--unsynchronized",
             "--scaling",
+            "--anchor",
         )
         if not store_true:
             assert "default" in text, f"{recipe} {flag}: {text}"

@@ -259,6 +259,23 @@ def test_distributed_two_jax_processes_started_by_one_command(tmp_path):
 
 
 @pytest.mark.slow
+def test_distributed_kbn_against_the_anchor_in_two_jax_processes(tmp_path):
+    result = run_recipe(
+        "distributed.py", "--strategy", "jax-multiprocess", "--num-processes", "2",
+        "--anchor", "--batches", "20", "--batches-per-sample", "10",
+        "--rounds", "2", "--log-dir", tmp_path, timeout=300,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("  round ") for line in lines) == 2
+    assert any(line.strip().startswith("kbn / anchor: median") for line in lines)
+    # Both steps exchange as little: 3 batch norms x 2 passes + gradients.
+    for name in ("kbn", "anchor"):
+        line = next(x for x in lines if x.strip().startswith(f"{name}, all-reduced"))
+        assert "7 collective(s) (7 buffer(s)" in line, line
+    assert list(tmp_path.iterdir()) == []  # a measurement writes nothing
+
+
+@pytest.mark.slow
 def test_distributed_two_workers_with_the_same_command(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

@@ -70,10 +70,9 @@ def parse_args(argv=None):
         type=cli.positive_int,
         default=None,
         help="jax-multiprocess: pin process i to CPU cores i*k .. i*k+k-1 of "
-        "its machine (for measurements); by default no pinning. With one "
-        "core, each Gloo all-reduce waits for a scheduler tick (4 ms here): "
-        "Gloo's event loop spins on the core that the step needs "
-        "(docs/multi_process_jax.md)",
+        "its machine (for measurements); by default no pinning. Pinned to "
+        "one core each, two processes measured slower here than sharing the "
+        "cores (docs/multi_process_jax.md)",
     )
     parser.add_argument(
         "--heartbeat-timeout",
@@ -94,6 +93,20 @@ def parse_args(argv=None):
         help="jax-multiprocess: measure instead of one run: the same run as "
         "1 process x N threads and as N processes x 1 thread (N = "
         "--num-processes), throughput side by side",
+    )
+    parser.add_argument(
+        "--anchor",
+        action="store_true",
+        help="jax-multiprocess: measure instead of one run: kbn's training step "
+        "and a hand-written plain-JAX one (the same MLP, batches and kernels) "
+        "in turn in the same processes, --rounds rounds of --batches batches "
+        "each; prints batches/s of both and their ratio",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=cli.positive_int,
+        default=5,
+        help="--anchor: rounds of each (their median, min and max are printed)",
     )
     parser.add_argument(
         "--network",
@@ -135,6 +148,7 @@ def parse_args(argv=None):
         "--coordinator": args.coordinator is not None,
         "--threads-per-process": args.threads_per_process is not None,
         "--scaling": args.scaling,
+        "--anchor": args.anchor,
         "--network": args.network != "mlp",
     }
     for flag, given in jax_only.items():
@@ -185,6 +199,12 @@ def _check_jax_arguments(parser, args):
         parser.error(
             "argument --coordinator: expected HOST:PORT, such as "
             f"10.0.0.1:12345. Received: coordinator={args.coordinator!r}"
+        )
+    if args.anchor and (args.scaling or args.network != "mlp"):
+        parser.error(
+            "argument --anchor: the anchor is the MLP's step, measured on its "
+            "own. Received: "
+            + ("--scaling" if args.scaling else f"network={args.network!r}")
         )
     if args.scaling and args.num_processes < 2:
         parser.error(
@@ -291,6 +311,10 @@ def train_jax(args):
                 jax_processes.check_same_data(dataset, index, count)
             except jax_processes.DifferentData as error:
                 cli.error(str(error))
+        if args.anchor:
+            from kbn_study.studies.distributed import side_by_side
+
+            return side_by_side.measure(args, dataset, index, count)
         return jax_processes.train(args, dataset, index, count)
     except BaseException as error:
         if count == 1:
