@@ -20,8 +20,9 @@ def measure_scaling(args, argv):
     N processes x 1 thread pins each to its own core (`--threads-per-process
     1`), as N one-core machines; N processes sharing the cores leaves the
     operating system to place their threads (each XLA process sizes its
-    thread pool to the N cores). Pinned, every Gloo all-reduce waits for a
-    scheduler tick (docs/multi_process_jax.md), so both are printed.
+    thread pool to the N cores). The two differ (on a shared 2-core
+    machine, pinned was the slower: docs/multi_process_jax.md), so both
+    are printed.
 
     Args:
         args: The command's parsed arguments (`--num-processes N`, ...).
