@@ -84,3 +84,8 @@ def kbn_covariate_shift():
 def kbn_small_batches():
     """`kbn-small-batches`: `python -m kbn_study.commands.small_batches`."""
     _run("small_batches")
+
+
+def kbn_keras_models():
+    """`kbn-keras-models`: `python -m kbn_study.commands.keras_models`."""
+    _run("keras_models")
