@@ -333,7 +333,14 @@ def _keras_config(source, options, for_inference):
             )
         axis = axis[0]
     config["axis"] = axis
-    for name in ("virtual_batch_size", "unbiased_variance", "track_running_stats"):
+    # Ghost batches were refused above or dropped for inference; their
+    # grouping goes with them.
+    for name in (
+        "virtual_batch_size",
+        "virtual_batch_grouping",
+        "unbiased_variance",
+        "track_running_stats",
+    ):
         config.pop(name)
     if config["renorm"] and "renorm_clipping" not in options:
         config["renorm_clipping"] = _current_clipping(source)
