@@ -41,6 +41,7 @@ SCRIPTS = {
     "kbn-benchmark": "benchmark",
     "kbn-covariate-shift": "covariate_shift",
     "kbn-small-batches": "small_batches",
+    "kbn-keras-models": "keras_models",
 }
 
 COMMANDS = os.path.join(ROOT, "kbn_study", "commands")
