@@ -122,6 +122,18 @@ def _compile_correct_count(model, training):
     return lambda images, labels: count(*_weights(model), images, labels)
 
 
+def forget_compiled_passes(model):
+    """Drops the compiled passes of `model`: this module's and Keras's own
+    (`predict`, `evaluate`, `fit`), so that the next call traces the model
+    again. For a change that a traced pass would not see, such as a batch
+    norm switched to test-batch statistics (`kbn.use_test_batch_statistics`).
+    """
+    model.__dict__.pop("_kbn_compiled_passes", None)
+    for name in ("predict_function", "test_function", "train_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
+
+
 def _cache(model):
     """Compiled passes of `model`, kept on the model so they die with it."""
     cache = model.__dict__.get("_kbn_compiled_passes")
