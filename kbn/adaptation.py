@@ -281,7 +281,7 @@ class TestBatchStatistics:
         self.restore()
 
 
-def use_test_batch_statistics(model, source_samples=0):
+def use_test_batch_statistics(model, source_samples=0, group_size=None):
     """Switches every batch norm of `model` to the statistics of the test batch.
 
     Prediction-time batch normalization (Nado et al., 2020): in inference
@@ -291,7 +291,11 @@ def use_test_batch_statistics(model, source_samples=0):
     `source_samples=N > 0` it normalizes with Schneider et al.'s mix of the
     two, `N / (N + n) * moving + n / (N + n) * batch` for the mean and the
     variance, `n` the batch's number of examples (`mix_statistics`). Training
-    calls are unchanged (they normalize with batch statistics anyway).
+    calls are unchanged (they normalize with batch statistics anyway). With
+    `group_size=g`, each group of `g` consecutive examples of a batch is
+    normalized with its own statistics (`n = g`), as if the batch were
+    `batch_size / g` test batches of `g` predicted one after the other:
+    many small test batches in one call.
 
     The switch replaces the layers' `normalize` hook on the layers
     themselves (nothing is saved with the model; the weights are not
@@ -311,6 +315,9 @@ def use_test_batch_statistics(model, source_samples=0):
             (`model = kbn.convert_batch_norm(model)`).
         source_samples: `N`, a float >= 0: 0 (the default) uses the test
             batch's statistics alone.
+        group_size: `None` (the default): the statistics of the whole
+            batch; an int: those of each group of this many consecutive
+            examples (the batch size must be a multiple of it).
 
     Returns:
         A `TestBatchStatistics`: `restore()` switches back (or use it in a
@@ -338,9 +345,10 @@ def use_test_batch_statistics(model, source_samples=0):
     """
     _refuse_keras_layers(model, "use_test_batch_statistics")
     source_samples = checks.check_float(source_samples, "source_samples", minimum=0)
+    group_size = checks.check_optional_int(group_size, "group_size")
     layers = _switchable_layers(model, source_samples, "use_test_batch_statistics")
     for layer in layers:
-        layer.normalize = _TestBatchNormalize(layer, source_samples)
+        layer.normalize = _TestBatchNormalize(layer, source_samples, group_size)
     evaluation.forget_compiled_passes(model)
     return TestBatchStatistics(model, layers, source_samples)
 
@@ -356,28 +364,41 @@ class _TestBatchNormalize:
 
     In inference the layer passes its moving statistics; this hook
     normalizes with the batch's own moments, or their mix with the moving
-    ones. A training call passes the batch moments already (mixing them
-    with themselves changes nothing); inputs split into virtual batches are
+    ones, per group of `group_size` examples if set. A training call passes
+    the batch moments already (mixing them with themselves changes nothing,
+    and groups are not formed); inputs split into virtual batches are
     normalized as the layer gives them.
     """
 
-    def __init__(self, layer, source_samples):
+    def __init__(self, layer, source_samples, group_size=None):
         self.layer = layer
         self.source_samples = source_samples
+        self.group_size = group_size
 
     def __call__(self, inputs, mean, variance, gamma, beta):
         layer = self.layer
         axes = layer.reduction_axes
-        if len(inputs.shape) == len(axes) + len(layer.feature_axes):
-            batch_mean, batch_variance = bn_ops.moments(inputs, axes, keepdims=True)
-            if self.source_samples > 0:
-                count = ops.cast(ops.shape(inputs)[0], inputs.dtype)
-                weight = self.source_samples / (self.source_samples + count)
-                mean = weight * mean + (1.0 - weight) * batch_mean
-                variance = weight * variance + (1.0 - weight) * batch_variance
-            else:
-                mean, variance = batch_mean, batch_variance
-        return bn_ops.normalize(inputs, mean, variance, gamma, beta, layer.epsilon)
+        if len(inputs.shape) != len(axes) + len(layer.feature_axes):
+            return bn_ops.normalize(inputs, mean, variance, gamma, beta, layer.epsilon)
+        shape = ops.shape(inputs)
+        if self.group_size is not None:
+            # (groups, group_size, ...): the statistics of each group.
+            inputs = ops.reshape(inputs, (-1, self.group_size, *inputs.shape[1:]))
+            axes = [1] + [a + 1 for a in axes if a != 0]
+            mean, variance, gamma, beta = (
+                None if t is None else ops.expand_dims(t, 0)
+                for t in (mean, variance, gamma, beta)
+            )
+        batch_mean, batch_variance = bn_ops.moments(inputs, axes, keepdims=True)
+        if self.source_samples > 0:
+            count = ops.cast(ops.shape(inputs)[axes[0]], inputs.dtype)
+            weight = self.source_samples / (self.source_samples + count)
+            mean = weight * mean + (1.0 - weight) * batch_mean
+            variance = weight * variance + (1.0 - weight) * batch_variance
+        else:
+            mean, variance = batch_mean, batch_variance
+        outputs = bn_ops.normalize(inputs, mean, variance, gamma, beta, layer.epsilon)
+        return ops.reshape(outputs, shape) if self.group_size is not None else outputs
 
 
 def _switchable_layers(model, source_samples, what):
@@ -442,9 +463,10 @@ class Tent:
 
     Args:
         model: A built classifier; see `from_logits`.
-        optimizer: A Keras optimizer, fresh (not used before); default
-            `keras.optimizers.Adam(1e-3)`. `reset()` rebuilds it from its
-            config.
+        optimizer: A Keras optimizer, fresh (never applied); default
+            `keras.optimizers.Adam(1e-3)`. Tent builds it for the
+            parameters, and `reset()` sets its variables (step count,
+            moments) back to their initial values.
         from_logits: Whether the model returns logits (default) or
             probabilities.
 
@@ -493,11 +515,21 @@ class Tent:
             optimizer = keras.optimizers.Adam(learning_rate=1e-3)
         if not isinstance(optimizer, keras.optimizers.Optimizer):
             checks.fail("optimizer", optimizer, "a Keras optimizer", TypeError)
-        self._optimizer_class = type(optimizer)
-        self._optimizer_config = optimizer.get_config()
+        if optimizer.built:
+            checks.fail("optimizer", optimizer, "a fresh optimizer, never applied")
+        optimizer.build(self.parameters)
         self.optimizer = optimizer
         self._source = [np.array(ops.convert_to_numpy(v)) for v in self.parameters]
+        self._optimizer_start = [
+            np.array(ops.convert_to_numpy(v)) for v in optimizer.variables
+        ]
         self._step = _entropy_gradient_step(model, self.parameters, self.from_logits)
+        self._apply = self._apply_gradients
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # One compiled update instead of the optimizer's eager ops.
+            self._apply = tf.function(self._apply_gradients)
 
     def adapt(self, images):
         """Predicts `images` with test-batch statistics, then takes one step.
@@ -513,16 +545,21 @@ class Tent:
                 [v.value for v in self.model.non_trainable_variables],
                 images,
             )
-        self.optimizer.apply(gradients, self.parameters)
+        self._apply(gradients)
         return ops.convert_to_numpy(logits)
 
     __call__ = adapt
 
+    def _apply_gradients(self, gradients):
+        self.optimizer.apply(gradients, self.parameters)
+
     def reset(self):
-        """The source model again: parameters and optimizer as they started."""
+        """The source model again: parameters and optimizer as they started
+        (its step count and moments back to their initial values)."""
         for variable, value in zip(self.parameters, self._source):
             variable.assign(value)
-        self.optimizer = self._optimizer_class.from_config(self._optimizer_config)
+        for variable, value in zip(self.optimizer.variables, self._optimizer_start):
+            variable.assign(value)
 
 
 def mean_entropy(outputs, from_logits=True):

@@ -162,6 +162,28 @@ def test_adabn_takes_unlabeled_batches(rng, form, unbiased):
         np.testing.assert_allclose(_np(layer.moving_variance), variance, rtol=1e-5)
 
 
+def test_adabn_again_and_again_traces_the_model_once(rng, monkeypatch):
+    model = _mlp()
+    calls = []
+    original = model.stateless_call
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "stateless_call", counted)
+    for shift in (0.0, 1.0, 2.0):
+        target = rng.normal(shift, 1.0, size=(20, 6)).astype("float32")
+        kbn.adapt_batch_norm_statistics(model, target)
+        mean = _forward(model, target)[1][0][0].mean(0)
+        np.testing.assert_allclose(_np(_norms(model)[0].moving_mean), mean, atol=1e-5)
+    assert len(calls) == 1
+    # A layer whose configuration changed gets a new pass.
+    _norms(model)[1].epsilon = 0.1
+    kbn.adapt_batch_norm_statistics(model, target)
+    assert len(calls) == 2
+
+
 def test_mixed_statistics_are_schneiders_formula(rng):
     model = _mlp()
     source = [(_np(n.moving_mean), _np(n.moving_variance)) for n in _norms(model)]
@@ -287,6 +309,37 @@ def test_test_batch_statistics_mixed_with_the_source(rng):
     np.testing.assert_allclose(
         _np(model(x)), _forward(model, x, "moving")[0], atol=1e-4
     )
+
+
+@pytest.mark.parametrize("source_samples", [0, 3])
+def test_groups_of_a_batch_are_test_batches_of_their_own(rng, source_samples):
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((4, 4, 2))
+    conv = keras.layers.Conv2D(3, 3, padding="same", use_bias=False)
+    model = keras.Model(inputs, BatchNorm()(conv(inputs)))
+    layer = model.layers[-1]
+    layer.gamma.assign(np.array([0.5, 1.0, 2.0], "float32"))
+    layer.beta.assign(np.array([-1.0, 0.0, 1.0], "float32"))
+    x = rng.normal(1.0, 2.0, size=(12, 4, 4, 2)).astype("float32")
+    with kbn.use_test_batch_statistics(model, source_samples):
+        separately = np.concatenate(
+            [_np(model(x[i : i + 4], training=False)) for i in range(0, 12, 4)]
+        )
+    with kbn.use_test_batch_statistics(model, source_samples, group_size=4):
+        grouped = _np(model(x, training=False))
+    np.testing.assert_allclose(grouped, separately, atol=1e-5)
+    # And in NumPy: each group of 4 images normalized per channel.
+    features = _np(conv(x))
+    weight = source_samples / (source_samples + 4)
+    for i in range(0, 12, 4):
+        group = features[i : i + 4]
+        mean = weight * _np(layer.moving_mean) + (1 - weight) * group.mean((0, 1, 2))
+        variance = weight * _np(layer.moving_variance) + (1 - weight) * group.var(
+            (0, 1, 2)
+        )
+        expected = (group - mean) / np.sqrt(variance + EPSILON) * _np(layer.gamma)
+        expected = expected + _np(layer.beta)
+        np.testing.assert_allclose(grouped[i : i + 4], expected, atol=1e-4)
 
 
 def test_the_switch_reaches_frozen_layers_and_compiled_passes(rng):
@@ -483,3 +536,7 @@ def test_tent_needs_batch_norms_and_an_optimizer():
         kbn.Tent(plain)
     with pytest.raises(TypeError, match="Received: optimizer='adam'"):
         kbn.Tent(_mlp(), optimizer="adam")
+    used = keras.optimizers.SGD(0.1)
+    kbn.Tent(_mlp(), optimizer=used)
+    with pytest.raises(ValueError, match="Expected a fresh optimizer"):
+        kbn.Tent(_mlp(), optimizer=used)
