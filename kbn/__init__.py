@@ -9,6 +9,8 @@
 - `kbn.fold_batch_norm`, `kbn.recompute_batch_norm_statistics`;
 - `kbn.adaptation`: batch norms adapted to new data (AdaBN, prediction-time
   batch norm, Schneider et al.'s mixed statistics, Tent);
+- `kbn.convert_batch_norm`: any Keras model's `BatchNormalization` layers
+  swapped for kbn's (and `kbn.layers.convert_to_keras_batch_norm`, back);
 - `kbn.event_file.EventFileWriter`: TensorBoard files without TensorFlow;
 - `kbn.set_random_seed`: Keras's seeding without importing TensorFlow on JAX.
 
@@ -29,6 +31,7 @@ from kbn.adaptation import adapt_batch_norm_statistics
 from kbn.adaptation import use_moving_statistics
 from kbn.adaptation import use_test_batch_statistics
 from kbn.folding import fold_batch_norm
+from kbn.layers.conversion import convert_batch_norm
 from kbn.population import recompute_batch_norm_statistics
 from kbn.seeding import set_random_seed
 from kbn.trainer import MultiStepTrainer
@@ -43,6 +46,7 @@ __all__ = [
     "adapt_batch_norm_statistics",
     "adaptation",
     "callbacks",
+    "convert_batch_norm",
     "fold_batch_norm",
     "layers",
     "ops",

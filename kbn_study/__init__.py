@@ -21,3 +21,14 @@ Each layer imports only itself and the layers above it in this list
 (tests/test_layout.py checks it). Importing this package is cheap (no Keras): the
 commands parse their arguments before they import Keras, TensorFlow or JAX.
 """
+
+
+def install_hint(extra):
+    """How to install kbn with `extra` ("study", "ray"): from a checkout or
+    from a wheel built from it (the name `kbn` on PyPI belongs to another
+    project: installing `kbn` from the index would install that one)."""
+    return (
+        f'pip install -e ".[{extra}]" in a checkout of kbn, or pip install '
+        f'"dist/kbn-<version>-py3-none-any.whl[{extra}]" with a wheel built '
+        "from it (README, Setup)"
+    )

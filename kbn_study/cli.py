@@ -25,6 +25,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """
 
     def __init__(self, doc, **kwargs):
+        kwargs.setdefault("prog", program_name())
         super().__init__(
             description=doc.strip().split("\n\n")[0],
             formatter_class=_DefaultsHelpFormatter,
@@ -33,6 +34,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def program_name():
+    """The command as a user types it: `compare.py` (a recipe), `kbn-compare`
+    (a console script) or `python -m kbn_study.commands.compare`."""
+    parts = os.path.normpath(sys.argv[0]).split(os.sep)
+    if len(parts) >= 3 and parts[-3:-1] == ["kbn_study", "commands"]:
+        return f"python -m kbn_study.commands.{parts[-1].removesuffix('.py')}"
+    return parts[-1] or "kbn"
 
 
 class _DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -186,12 +196,15 @@ def start_comparison(args, default_backend="jax"):
 
 def load_data(args, **kwargs):
     """`--data`/`--dataset` loaded (one error line if a file is corrupt), and
-    one line saying what was loaded."""
+    a line saying what was loaded (and a second with where from, unless it
+    is the shipped subset, which the loader has named)."""
     from kbn_study.data import mnist
 
     with bad_input_exits():
         dataset = mnist.load_mnist(args.data, name=args.dataset, **kwargs)
-    print(f"Data: {dataset.describe()}")
+    print(f"Data: {dataset.describe(source=False)}")
+    if dataset.source != mnist.SUBSET_SOURCE:
+        print(f"Data source: {dataset.source}")
     return dataset
 
 
@@ -231,9 +244,11 @@ def add_sweep_arguments(parser, ray=True):
 def check_sweep_arguments(parser, args):
     """Exits with one line if `--ray` is asked for and Ray is not installed."""
     if getattr(args, "ray", None) is not None and not importlib.util.find_spec("ray"):
+        import kbn_study
+
         parser.error(
-            "argument --ray: Ray is not installed here. Install it with: pip "
-            'install "kbn[ray]"'
+            "argument --ray: Ray is not installed here. Install it with: "
+            + kbn_study.install_hint("ray")
         )
 
 
@@ -323,7 +338,7 @@ def writable_folder_problem(path):
 
 def error(message, status=1):
     """Ends the command with `<command>: error: <message>`."""
-    program = os.path.basename(sys.argv[0]) or "kbn"
+    program = program_name()
     print(f"{program}: error: {message}", file=sys.stderr)
     raise SystemExit(status)
 

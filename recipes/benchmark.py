@@ -19,7 +19,7 @@ is reported with the ratios the project aims at. The backend of this
 process (`KERAS_BACKEND`, JAX by default) is measured here, every other one
 in a process of its own (Keras picks its backend once per process).
 
-    python recipes/benchmark.py                     # about 7 minutes here
+    python recipes/benchmark.py           # several minutes (README, Performance)
     python recipes/benchmark.py --batches 2000 --repeats 1 --backends jax
     python recipes/benchmark.py --suite lstm --repeats 3   # BN-LSTM / LSTM
 

@@ -7,7 +7,7 @@ feature map, over batch, height and width. Its follow-up notebook trained a
 accuracy (it does not learn), with batch norm about 0.97. Both variants here
 start from the same kernels and see the same batches.
 
-    python recipes/convnet.py                  # 800 batches, about a minute
+    python recipes/convnet.py                  # 800 batches (README: time, figures)
     python recipes/convnet.py --depth 10 --batches 400
 
 Writes `logs/convnet_<depth>_<batches>_seed<seed>/` like `compare.py`:

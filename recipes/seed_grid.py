@@ -4,7 +4,7 @@ Runs the study's 15 configurations (ReLU/sigmoid x learning rate 0.01/1/2 x
 good/bad initial weights, 50,000 or 2,000 batches of 60), each with and
 without batch norm, `--seeds` times with different initial weights. The runs
 execute in one single-threaded worker process per core (`--workers N`), or as
-Ray tasks (`--ray [ADDRESS]`, with `pip install "kbn[ray]"`); this process
+Ray tasks (`--ray [ADDRESS]`, with the `ray` extra); this process
 appends every finished run to `<out>/results.csv` at once; run the same
 command again to resume an interrupted grid. At the end it writes:
 
@@ -23,9 +23,9 @@ command again to resume an interrupted grid. At the end it writes:
     python recipes/seed_grid.py --fraction 0.05 --configs relu:*:good:50000 \
         --seeds 2 --time-workers 1,2                  # speed-up of 2 workers
 
-The full grid (one seed, 1.2 million training steps) took 4 min 23 s on the
-2-core development machine (JAX backend, offline MNIST subset), one run after
-the other.
+The full grid is 1.2 million training steps (one seed); its time and its
+table on a named machine are in the README ("What the study measured
+here"), the quick look's in "A quick look at the whole study".
 """
 
 from kbn_study.commands.seed_grid import main

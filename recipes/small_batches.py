@@ -11,9 +11,8 @@ micro-batches (ghost batches of 2 and of 4 inside each batch of 60,
 classes, 30 examples each). Every cell is tested with the paper's population
 statistics (`kbn.population`), over 3 seeds.
 
-Run (30 runs of 2,000 batches: 2 min 32 s of CPU time, 14 min wall on the
-2-core development CPU while four other sessions shared it; offline MNIST
-subset, JAX backend; the conv net runs on TensorFlow and is far slower):
+Run (30 runs of 2,000 batches; the conv net runs on TensorFlow and is far
+slower; times and tables on a named machine: docs/papers.md):
 
     python recipes/small_batches.py
     python recipes/small_batches.py --model convnet

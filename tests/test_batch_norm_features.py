@@ -66,6 +66,56 @@ def test_ghost_batches_match_numpy(rng, shape, axis):
     reference.assert_close(layer(x[:3]), expected, 10.0)
 
 
+def _normalized(x, epsilon=1e-3):
+    return (x - x.mean(0)) / np.sqrt(x.var(0) + epsilon)
+
+
+@pytest.mark.parametrize("grouping", ["contiguous", "strided"])
+def test_ghost_batch_grouping(rng, grouping):
+    """Which examples share a virtual batch: consecutive ones (kbn's default,
+    Hoffer et al.), or every G-th one (tf-keras 2's rule, G the number of
+    virtual batches); pinned against NumPy."""
+    x = rng.normal(size=(12, 3)).astype("float64") * np.arange(1, 13)[:, None]
+    layer = BatchNorm(
+        virtual_batch_size=4, virtual_batch_grouping=grouping, momentum=0.0
+    )
+    y = _np(layer(x.astype("float32"), training=True))
+    groups = 12 // 4
+    if grouping == "contiguous":
+        members = [np.arange(g * 4, g * 4 + 4) for g in range(groups)]
+    else:
+        members = [np.arange(g, 12, groups) for g in range(groups)]
+    expected = np.empty_like(x)
+    for index in members:
+        expected[index] = _normalized(x[index])
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    # The moving statistics average the virtual batches' moments.
+    np.testing.assert_allclose(
+        _np(layer.moving_mean), np.mean([x[i].mean(0) for i in members], 0), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        _np(layer.moving_variance),
+        np.mean([x[i].var(0) for i in members], 0),
+        rtol=1e-4,
+    )
+
+
+def test_the_two_groupings_differ_and_the_option_round_trips(rng):
+    x = rng.normal(size=(8, 2)).astype("float32") * np.arange(1, 9)[:, None]
+    outputs = {
+        g: _np(
+            BatchNorm(virtual_batch_size=4, virtual_batch_grouping=g)(x, training=True)
+        )
+        for g in ("contiguous", "strided")
+    }
+    assert np.abs(outputs["contiguous"] - outputs["strided"]).max() > 0.1
+    layer = BatchNorm(virtual_batch_size=4, virtual_batch_grouping="strided")
+    again = BatchNorm.from_config(layer.get_config())
+    assert again.virtual_batch_grouping == "strided"
+    with pytest.raises(ValueError, match="Received: virtual_batch_grouping='random'"):
+        BatchNorm(virtual_batch_size=4, virtual_batch_grouping="random")
+
+
 def test_ghost_batch_size_must_divide_the_batch(rng):
     layer = BatchNorm(virtual_batch_size=5)
     with pytest.raises(ValueError, match="Received: batch size 12"):

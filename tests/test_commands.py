@@ -413,3 +413,40 @@ def test_benchmark_lstm_suite_gives_the_ratio(tmp_path):
     expected = speed["LSTM, 784 pixel steps"] / speed["BN-LSTM, 784 pixel steps"]
     markdown = (tmp_path / "benchmark.md").read_text()
     assert f"| {ratio} | {keras.backend.backend()} | {expected:.2f} " in markdown
+
+
+def test_seed_grid_prints_lines_a_terminal_holds(tmp_path, monkeypatch):
+    """At tiny settings: every line but the progress lines fits 100
+    columns; the whole table is in summary.md."""
+    monkeypatch.chdir(tmp_path)  # output paths as short as a user's
+    result = run_command(
+        "seed_grid.py", "--configs", "sigmoid:*:good:2000", "--fraction", "0.005",
+        "--workers", "0", "--out", "grid",
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    progress = [line for line in lines if line.startswith("[")]
+    assert len(progress) == 4
+    long = [line for line in lines if len(line) > 100 and line not in progress]
+    assert long == []
+    assert "sigmoid lr 1 good" in result.stdout and "10/2,000" in result.stdout
+    assert "All columns (spreads, successes, step at 0.9, steps/s): grid/" in (
+        result.stdout
+    )
+    summary = (tmp_path / "grid" / "summary.md").read_text()
+    assert "steps/s (with compilation)" in summary
+
+
+def test_the_overview_titles_name_the_batches_trained():
+    from kbn_study.outputs import plots
+
+    curves = pd.DataFrame(
+        {
+            "activation": "relu", "learning_rate": 2.0, "weights": "good",
+            "study_batches": 50_000, "seed": 0, "network": "with_bn",
+            "step": [50, 100], "validation_accuracy": [0.5, 0.6],
+        }
+    )  # fmt: skip
+    figure = plots.plot_grid_overview(curves)
+    (title,) = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert title == "relu, lr 2, good weights, 100 of 50,000 batches"
+    plots.close(figure)

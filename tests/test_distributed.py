@@ -209,7 +209,7 @@ def test_a_killed_jax_process_stops_the_other_with_a_clear_error(tmp_path):
         recipe, "--strategy", "jax-multiprocess", "--num-processes", 2,
         "--batches", 1_000_000, "--batches-per-sample", 20,
         "--heartbeat-timeout", heartbeat, "--coordinator", coordinator,
-        "--log-dir", tmp_path,
+        "--log-dir", tmp_path, "--initialization-timeout", 200,
     ]  # fmt: skip
     processes = [_start([*common, "--process-id", i]) for i in range(2)]
     try:
@@ -306,6 +306,9 @@ def test_jax_processes_with_different_data_stop_with_a_clear_error(tmp_path):
         "--strategy", "jax-multiprocess", "--batches", 20,
         "--batches-per-sample", 10, "--coordinator", coordinator,
         "--log-dir", tmp_path / "logs",
+        # Both processes start JAX beside the suite's other work; a CI run
+        # once had process 1 join after the default 60 s.
+        "--initialization-timeout", 200,
     ]  # fmt: skip
     processes = [
         _start([*common, "--process-id", 0]),

@@ -347,6 +347,7 @@ def test_every_command_runs_as_a_module_of_the_installed_wheel(
     name = f"kbn_study.commands.{module}"
     out = _run(installed, "python", "-m", name, "--help", cwd=tmp_path)
     assert _description(module) in _letters(out)
+    assert out.startswith(f"usage: python -m {name} ")  # a line a user can type
 
 
 def test_a_console_script_without_the_study_says_what_to_install(monkeypatch, capsys):
@@ -359,5 +360,36 @@ def test_a_console_script_without_the_study_says_what_to_install(monkeypatch, ca
     assert exit.value.code == 1
     assert capsys.readouterr().err == (
         "kbn-compare: error: the study needs kbn_no_such_package, not installed "
-        'here. Install them with: pip install "kbn[study]"\n'
+        'here. Install them with: pip install -e ".[study]" in a checkout of '
+        'kbn, or pip install "dist/kbn-<version>-py3-none-any.whl[study]" with '
+        "a wheel built from it (README, Setup)\n"
     )
+
+
+@pytest.mark.slow
+def test_the_wheel_alone_gives_usage_and_says_what_to_install(build, tmp_path):
+    """The wheel in an environment with nothing else (no Keras, no study
+    packages): `kbn-compare --help` prints its usage; a run says in one
+    line how to install the study, and never `pip install "kbn[...]"`
+    (another project's name on PyPI)."""
+    wheel, _ = build
+    prefix = tmp_path / "env"
+    venv.create(prefix, with_pip=False, symlinks=os.name != "nt")
+    python = _program(prefix, "python")
+    command = [sys.executable, "-m", "pip", "--python", python, "install"]
+    command += ["--no-deps", "--no-index", str(wheel)]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=_away_from_the_checkout()
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    help_text = _run(prefix, "kbn-compare", "--help", cwd=tmp_path)
+    assert help_text.startswith("usage: kbn-compare ")
+    run = subprocess.run(
+        [_program(prefix, "kbn-compare"), "--batches", "10"],
+        capture_output=True, text=True, cwd=tmp_path, env=_away_from_the_checkout(),
+    )  # fmt: skip
+    assert run.returncode == 1
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("kbn-compare: error: the study needs ")
+    assert 'pip install -e ".[study]"' in line and 'pip install "kbn[' not in line
+    assert not (tmp_path / "logs").exists()

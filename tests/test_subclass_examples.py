@@ -6,8 +6,11 @@ under the options it does not support; then trained with `fit`, saved and
 loaded, folded, and given population statistics.
 """
 
+import json
 import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -21,8 +24,8 @@ from tests import reference
 DOC = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "subclassing.md")
 
 
-def example_class(name):
-    """Executes the doc's `name` example; returns the class it defines."""
+def example_source(name):
+    """The code of the doc's `name` example."""
     text = open(DOC).read()
     block = re.search(
         rf"<!-- example: {name} -->\s*```python\n(.*?)```\s*<!-- end example -->",
@@ -30,8 +33,13 @@ def example_class(name):
         re.S,
     )
     assert block, f"docs/subclassing.md lost its {name!r} example"
+    return block.group(1)
+
+
+def example_class(name):
+    """Executes the doc's `name` example; returns the class it defines."""
     namespace = {}
-    exec(compile(block.group(1), DOC, "exec"), namespace)
+    exec(compile(example_source(name), DOC, "exec"), namespace)
     (cls,) = [
         value
         for value in namespace.values()
@@ -281,6 +289,50 @@ def test_fits_and_round_trips_a_keras_file(rng, tmp_path, example):
     for a, b in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(_np(a), _np(b))
     np.testing.assert_array_equal(_np(loaded(x)), _np(model(x)))
+
+
+LOAD_SCRIPT = """
+import importlib, json, sys
+import numpy as np, keras, kbn
+if sys.argv[3] == "import":
+    importlib.import_module("my_layers")  # registers the subclass
+try:
+    model = keras.saving.load_model(sys.argv[1])
+except Exception as error:
+    print("ERROR", " ".join(str(error).split()))
+else:
+    print(json.dumps(keras.ops.convert_to_numpy(model(np.load(sys.argv[2]))).tolist()))
+"""
+
+
+@pytest.mark.slow  # two processes
+def test_a_new_process_loads_a_subclass_once_it_imports_it(rng, tmp_path):
+    """As docs/subclassing.md says: a process that loads a saved model with a
+    subclass must import (register) the subclass first."""
+    (tmp_path / "my_layers.py").write_text(example_source("mean_only"))
+    cls = example_class("mean_only")
+    model = _model(cls, rng, momentum=0.9)
+    x = rng.normal(1.0, 2.0, size=(8, 6)).astype("float32")
+    model(x, training=True)
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    outputs = {}
+    for mode in ("no-import", "import"):
+        result = subprocess.run(
+            [
+                sys.executable, "-c", LOAD_SCRIPT, str(tmp_path / "model.keras"),
+                str(tmp_path / "x.npy"), mode,
+            ],
+            capture_output=True, text=True, cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[mode] = result.stdout.strip().splitlines()[-1]
+    assert outputs["no-import"].startswith("ERROR")
+    assert "Could not locate class 'MeanOnlyBatchNorm'" in outputs["no-import"]
+    np.testing.assert_array_equal(
+        np.array(json.loads(outputs["import"]), "float32"), _np(model(x))
+    )
 
 
 @pytest.mark.parametrize("example", list(EXAMPLES))

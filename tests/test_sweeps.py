@@ -76,18 +76,36 @@ def test_workers_are_limited_to_one_thread():
     assert environment["OMP_NUM_THREADS"] == "1"
 
 
-def test_progress_lines_and_estimate_weigh_runs_by_batches():
+def test_progress_estimates_the_time_left_from_measured_work_only():
     stream = io.StringIO()
-    progress = sweep_progress.SweepProgress(total=3, batches=400, stream=stream)
-    progress.start -= 10  # 10 s into the sweep
-    progress.run_finished("a with_bn", 100, "val. 0.9000")
-    progress.run_failed("b with_bn", 100, "its worker died")
+    progress = sweep_progress.SweepProgress(
+        total=4, batches=400, stream=stream, lengths=[50, 50, 100, 200], parallel=2
+    )
+    progress.start -= 100  # a slow start-up must not count
+    assert progress.seconds_left() is None
+    progress.run_finished("a with_bn", 50, "val. 0.9000", seconds=7.0)
+    # Only 50-batch runs measured: 100 and 200 remain, not estimated yet.
+    assert progress.seconds_left() is None
+    assert "left" not in stream.getvalue()
+    progress.run_finished("b with_bn", 100, "val. 0.9100", seconds=12.0)
+    # 7 s for 50, 12 s for 100: 2 s fixed + 0.1 s a batch; 50 and 200 left
+    # on two workers: (7 + 22) / 2.
+    assert progress.seconds_left() == pytest.approx(14.5)
+    progress.run_failed("c with_bn", 50, "its worker died")
     lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("[1/3] a with_bn: val. 0.9000 | [#####.....")
-    # 100 of 400 batches in 10 s: about 30 s left.
-    assert lines[0].endswith("1/3 runs, 10 s, about 30 s left")
-    assert lines[1].startswith("[2/3] b with_bn: FAILED, its worker died | ")
+    assert lines[0].startswith("[1/4] a with_bn: val. 0.9000 | [##")
+    assert lines[1].endswith("2/4 runs, 1 min 40 s, about 14 s left")
+    assert lines[2].endswith("about 22 s left")  # 200 batches, one at a time
+    assert lines[2].startswith("[3/4] c with_bn: FAILED, its worker died | ")
     assert sweep_progress.duration(3725) == "1 h 02 min"
+
+
+def test_progress_estimates_runs_of_a_measured_length():
+    progress = sweep_progress.SweepProgress(
+        total=3, batches=30, stream=io.StringIO(), lengths=[10, 10, 10]
+    )
+    progress.run_finished("a", 10, "ok", seconds=4.0)
+    assert progress.seconds_left() == pytest.approx(8.0)
 
 
 def test_ray_missing_is_one_line_saying_how_to_install(monkeypatch, capsys, tmp_path):
@@ -102,8 +120,9 @@ def test_ray_missing_is_one_line_saying_how_to_install(monkeypatch, capsys, tmp_
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
-    expected = "argument --ray: Ray is not installed here. Install it with: pip "
-    assert expected + 'install "kbn[ray]"' in lines[0]
+    expected = "argument --ray: Ray is not installed here. Install it with: "
+    assert expected + 'pip install -e ".[ray]" in a checkout of kbn' in lines[0]
+    assert 'pip install "kbn[' not in lines[0]
 
 
 def test_sweep_flags_choose_the_executor(tmp_path):
@@ -129,7 +148,7 @@ def test_workers_and_ray_give_identical_runs(mnist_subset, tmp_path):
     worker process running the four runs one after the other, or Ray running
     them two at a time in processes of its own."""
     if not sweep.ray_installed():
-        pytest.skip('Ray is not installed (pip install "kbn[ray]")')
+        pytest.skip('Ray is not installed (pip install -e ".[ray]")')
     configs = study.select_configurations("sigmoid:1:good:2000")
     executors = {"one": sweep.Workers(1), "ray": sweep.Ray(num_cpus=2)}
     results, curves = {}, {}

@@ -27,6 +27,8 @@ from kbn.layers import batch_norm_options as options
 from kbn.layers.recording import RecordsStatistics
 from kbn.layers.renorm import Renormalization
 
+# How examples are grouped into virtual batches (`virtual_batch_grouping`).
+GROUPINGS = ("contiguous", "strided")
 # The hooks a subclass may override; see `BatchNorm._overrides`.
 HOOKS = (
     "call",
@@ -151,7 +153,17 @@ class BatchNorm(Renormalization, RecordsStatistics, keras.layers.Layer):
             batches of this many examples, each normalized with its own
             statistics; the moving statistics are updated once per batch with
             the average of the virtual batches' moments. The batch size must
-            be a multiple of it.
+            be a multiple of it. Which examples share a virtual batch:
+            `virtual_batch_grouping`.
+        virtual_batch_grouping: `"contiguous"` (the default): example `i`
+            of a batch of `B` is in virtual batch `i // virtual_batch_size`,
+            consecutive examples together, as Hoffer et al. describe and as
+            per-replica statistics fall under data parallelism.
+            `"strided"`: example `i` is in virtual batch `i % (B //
+            virtual_batch_size)`, the rule of tf-keras 2's
+            `BatchNormalization(virtual_batch_size=...)`: choose it to get
+            tf-keras's numbers (on the same inputs the two groupings give
+            different outputs and moving statistics).
         renorm: Batch renormalization (Ioffe, 2017): in training, the batch
             normalization is corrected towards the moving statistics by
             `r = std_batch / std_moving` and `d = (mean_batch - mean_moving) /
@@ -219,6 +231,7 @@ class BatchNorm(Renormalization, RecordsStatistics, keras.layers.Layer):
         beta_constraint=None,
         gamma_constraint=None,
         virtual_batch_size=None,
+        virtual_batch_grouping="contiguous",
         renorm=False,
         renorm_clipping=None,
         renorm_momentum=0.99,
@@ -245,6 +258,9 @@ class BatchNorm(Renormalization, RecordsStatistics, keras.layers.Layer):
         self.gamma_constraint = constraints.get(gamma_constraint)
         self.virtual_batch_size = checks.check_optional_int(
             virtual_batch_size, "virtual_batch_size"
+        )
+        self.virtual_batch_grouping = checks.check_choice(
+            virtual_batch_grouping, "virtual_batch_grouping", GROUPINGS
         )
         self.renorm = bool(renorm)
         self.renorm_clipping = options.check_renorm_clipping(
@@ -410,7 +426,7 @@ class BatchNorm(Renormalization, RecordsStatistics, keras.layers.Layer):
                 self._update_state(batch_mean, batch_variance, enough)
         outputs = self._normalize(inputs, mean, variance, gamma, beta)
         if self.virtual_batch_size is not None:
-            outputs = ops.reshape(outputs, shape)
+            outputs = self._ungroup(outputs, shape)
         return ops.cast(outputs, self.compute_dtype)
 
     # --- Hooks -----------------------------------------------------------
@@ -703,10 +719,22 @@ class BatchNorm(Renormalization, RecordsStatistics, keras.layers.Layer):
                 f"must be a multiple of virtual_batch_size={size}. Received: "
                 f"batch size {batch}"
             )
-        inputs = ops.reshape(inputs, (-1, size, *inputs.shape[1:]))
-        if mask is not None:
-            mask = ops.reshape(mask, (-1, size, *mask.shape[1:]))
-        return inputs, mask
+        return self._group(inputs), None if mask is None else self._group(mask)
+
+    def _group(self, tensor):
+        """`(batch, ...)` as `(virtual batches, virtual_batch_size, ...)`."""
+        size, rest = self.virtual_batch_size, tensor.shape[1:]
+        if self.virtual_batch_grouping == "contiguous":
+            return ops.reshape(tensor, (-1, size, *rest))
+        # Strided: row j of the virtual batches holds examples j, j + G, ...
+        grouped = ops.reshape(tensor, (size, -1, *rest))
+        return ops.swapaxes(grouped, 0, 1)
+
+    def _ungroup(self, tensor, shape):
+        """The inverse of `_group`: back to the batch's order and `shape`."""
+        if self.virtual_batch_grouping == "strided":
+            tensor = ops.swapaxes(tensor, 0, 1)
+        return ops.reshape(tensor, shape)
 
     def _moments_to_average(self, mean, variance, count):
         """The batch moments that the moving statistics average."""
@@ -811,6 +839,7 @@ class BatchNorm(Renormalization, RecordsStatistics, keras.layers.Layer):
             "beta_constraint": constraints.serialize(self.beta_constraint),
             "gamma_constraint": constraints.serialize(self.gamma_constraint),
             "virtual_batch_size": self.virtual_batch_size,
+            "virtual_batch_grouping": self.virtual_batch_grouping,
             "renorm": self.renorm,
             "renorm_clipping": dict(self.renorm_clipping),
             "renorm_momentum": self.renorm_momentum,

@@ -13,24 +13,32 @@ the study (`kbn_study.studies`, `kbn_study.training`).
 import importlib
 import importlib.util
 
+import kbn_study
+
 # What the study imports beyond the library: the `study` extra, by import
 # name. An install of the library alone has the console scripts too.
 STUDY_NEEDS = ("jax", "matplotlib", "pandas", "tabulate", "tensorboard", "tensorflow")
 
 
 def _run(command):
+    module = importlib.import_module(f"{__name__}.{command}")
     missing = [name for name in STUDY_NEEDS if importlib.util.find_spec(name) is None]
     if missing:
+        import sys
+
         from kbn_study import cli
 
+        # The command line is checked first: --help and a bad flag need
+        # nothing of the study.
+        module.parse_args(sys.argv[1:])
         cli.error(
-            f"the study needs {', '.join(missing)}, not installed here. "
-            'Install them with: pip install "kbn[study]"'
+            f"the study needs {', '.join(missing)}, not installed here. Install "
+            f"them with: {kbn_study.install_hint('study')}"
         )
     # A console script exits with its function's return value, and `main`
     # returns its results to Python callers: returned from here, a result
     # would be printed to stderr and end the command with status 1.
-    importlib.import_module(f"{__name__}.{command}").main()
+    module.main()
 
 
 def kbn_compare():

@@ -295,7 +295,7 @@ def train_jax(args):
             # JAX checks the shapes of every input batch (ValueError), both
             # "Gloo ... failed: ... Connection closed/reset by peer".
             print(
-                f"{os.path.basename(sys.argv[0]) or 'kbn'}: error: process "
+                f"{cli.program_name()}: error: process "
                 f"{index} of {count}: training stopped: another process failed "
                 f"or cannot be reached ({type(error).__name__}: "
                 f"{text.splitlines()[0] if text else ''})",

@@ -87,6 +87,7 @@ def main(argv=None):
 
     from kbn_study.grid import report as grid_report
     from kbn_study.grid import runner as grid
+    from kbn_study.grid import summary as grid_summary
 
     dataset = cli.load_data(args)
     print(f"Backend: {keras.backend.backend()}; output: {args.out}")
@@ -129,7 +130,11 @@ def main(argv=None):
         args.out, results, dataset, args.seeds, args.fraction
     )
     print()
-    print(report.markdown)
+    print(grid_summary.summary_text(report.summary))
+    print(
+        f"\nAll columns (spreads, successes, step at 0.9, steps/s): "
+        f"{report.paths['summary_md']}"
+    )
     print(f"Grid time this call: {elapsed:,.0f} s")
     for name, path in report.paths.items():
         print(f"{name:>11}: {path}")

@@ -99,12 +99,14 @@ class Dataset:
         }
         return dataclasses.replace(self, **splits)
 
-    def describe(self):
-        return (
-            f"{self.name}: train {len(self.train):,} / validation "
-            f"{len(self.validation):,} / test {len(self.test):,} images, "
-            f"from {self.source}"
+    def describe(self, source=True):
+        """`mnist-subset: train 3,929 / validation 357 / test 714 images`,
+        then `, from <source>` if `source`."""
+        text = (
+            f"{self.tag}: train {len(self.train):,} / validation "
+            f"{len(self.validation):,} / test {len(self.test):,} images"
         )
+        return f"{text}, from {self.source}" if source else text
 
 
 def load_mnist(
@@ -202,11 +204,13 @@ def _load_raw(path, name, download):
         failures = [f"no Keras cache at {cache}"]
     if os.environ.get("KBN_OFFLINE", "") not in ("", "0"):
         download = False
+    download_error = None
     if download:
         try:
             return _keras_download(name), "keras download", True, name
         except Exception as error:  # noqa: BLE001 - any failure means offline
             failures.append(f"download failed ({type(error).__name__}: {error})")
+            download_error = type(error).__name__
     else:
         failures.append("download turned off")
 
@@ -222,14 +226,16 @@ def _load_raw(path, name, download):
             "Fashion-MNIST is not available: "
             + "; ".join(failures)
             + f"; no Debian files at {DEBIAN_FASHION_MNIST}. Install Debian's "
-            "dataset-fashion-mnist package or pass path=."
+            "dataset-fashion-mnist package or pass a file (--data, path= in Python)."
         )
 
+    # One short line: what is used (named as in the runs' folders), why,
+    # and the flag that changes it.
+    cache_state = "an incomplete" if os.path.exists(cache) else "no"
+    fetched = f"download failed ({download_error})" if download else "download off"
     print(
-        "kbn_study.data.mnist: full MNIST not available ("
-        + "; ".join(failures)
-        + "); using the 5,000 real MNIST digits shipped with kbn_study. For "
-        f"the full set, put mnist.npz at {cache} or pass path= (or --data)."
+        f"Using {name}-subset: {cache_state} MNIST in Keras's cache, {fetched}; "
+        "--data FILE reads mnist.npz."
     )
     return _shipped_subset(), SUBSET_SOURCE, False, f"{name}-subset"
 

@@ -178,7 +178,10 @@ def _run_all(todo, dataset, networks, executor, out_dir, verbose):
     progress = None
     if verbose:
         progress = sweep_progress.SweepProgress(
-            len(todo), sum(run.config.batches for run in todo)
+            len(todo),
+            sum(run.config.batches for run in todo),
+            lengths=[run.config.batches for run in todo],
+            parallel=getattr(executor, "parallel", 1),
         )
     tasks = [(run, networks[run.network]) for run in todo]
     lost = 0
@@ -206,7 +209,10 @@ def _run_all(todo, dataset, networks, executor, out_dir, verbose):
                 record(run, outcome.value, dataset, results_path, curves_path)
                 if progress is not None:
                     progress.run_finished(
-                        label, run.config.batches, _describe(outcome.value)
+                        label,
+                        run.config.batches,
+                        _describe(outcome.value),
+                        seconds=outcome.value.wall_time,
                     )
         finally:
             if progress is not None:

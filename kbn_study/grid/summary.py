@@ -109,7 +109,9 @@ def summary_markdown(summary, title=None, notes=()):
             "step to 0.9": summary["median_first_step_0.9"].map(
                 lambda v: "never" if v is None or _isnan(v) else f"{int(v):,}"
             ),
-            "steps/s": summary["steps_per_second"].map("{:,.0f}".format),
+            "steps/s (with compilation)": summary["steps_per_second"].map(
+                "{:,.0f}".format
+            ),
             f"{study} val. acc.": summary["published_final_val"],
             f"{study} test acc.": summary["published_test"],
         }
@@ -120,6 +122,40 @@ def summary_markdown(summary, title=None, notes=()):
     parts.extend(f"{note}\n" for note in notes)
     parts.append(table.to_markdown(index=False, disable_numparse=True))
     return "\n".join(parts) + "\n"
+
+
+def summary_text(summary, width=100):
+    """The summary in lines of at most `width` characters, for a terminal:
+    the configuration, the network, the mean final validation and test
+    accuracies over the seeds, and the study's; `summary.md` has every
+    column."""
+    rows = [
+        ("configuration", "batches", "network", "runs", "val.", "test", "study val.")
+    ]
+    for _, row in summary.iterrows():
+        batches = row["batches"]
+        rows.append(
+            (
+                f"{row['activation']} lr {row['learning_rate']:g} {row['weights']}",
+                f"{batches:,}"
+                if batches == row["study_batches"]
+                else f"{batches:,}/{row['study_batches']:,}",
+                NETWORK_NAMES.get(row["network"], row["network"]),
+                str(row["runs"]),
+                f"{row['final_val_mean']:.4f}",
+                f"{row['test_mean']:.4f}",
+                str(row["published_final_val"] or "-"),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.ljust(w) if i in (0, 2) else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(cells).rstrip()[:width])
+    return "\n".join(lines)
 
 
 def _spread(row):

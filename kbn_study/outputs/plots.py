@@ -121,8 +121,14 @@ def plot_grid_overview(curves, columns=3, title=None):
                 alpha=0.8 if group["seed"].nunique() == 1 else 0.45,
                 linewidth=1.2,
             )
+        trained = int(group["step"].max())
+        length = (
+            f"{trained:,}"
+            if trained == int(batches)
+            else (f"{trained:,} of {int(batches):,}")
+        )
         ax.set_title(
-            f"{activation}, lr {rate:g}, {weights} weights, {int(batches):,}",
+            f"{activation}, lr {rate:g}, {weights} weights, {length} batches",
             fontsize=9,
         )
         ax.set_ylim(0.0, 1.0)

@@ -29,9 +29,10 @@ import importlib.util
 import os
 import pickle
 
+import kbn_study
 from kbn_study.sweeps import workers
 
-RAY_INSTALL = 'pip install "kbn[ray]"'
+RAY_INSTALL = kbn_study.install_hint("ray")
 
 # The dataset of this worker process (`Workers`), set once by `_keep_dataset`.
 _DATASET = None
@@ -45,6 +46,8 @@ class InProcess:
     """Runs the tasks one after the other in this process."""
 
     description = "this process"
+    # How many runs execute at once.
+    parallel = 1
 
     @contextlib.contextmanager
     def start(self, dataset):
@@ -56,6 +59,11 @@ class Workers:
 
     def __init__(self, count=None):
         self.count = workers.default_count() if count is None else count
+
+    @property
+    def parallel(self):
+        """How many runs execute at once."""
+        return self.count
 
     @property
     def description(self):
@@ -92,6 +100,15 @@ class Ray:
         self.address = address
         self.num_cpus = num_cpus
         self.retries = retries
+
+    @property
+    def parallel(self):
+        """How many runs execute at once: a local instance's CPUs (a
+        cluster's are not known here: 1, so the estimate is an upper
+        bound)."""
+        if self.address is None:
+            return self.num_cpus or workers.default_count()
+        return 1
 
     @property
     def description(self):

@@ -35,7 +35,7 @@ def main(out, count, index, coordinator=None):
             coordinator,
             count,
             index,
-            initialization_timeout=60,
+            initialization_timeout=200,  # start-up beside the suite's work
             # Nothing here is about heartbeats (the killed-process test in
             # tests/test_distributed.py is): on a loaded 2-core machine both
             # processes once went 10 s without a heartbeat during their
