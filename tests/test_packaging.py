@@ -41,6 +41,8 @@ SCRIPTS = {
     "kbn-benchmark": "benchmark",
     "kbn-covariate-shift": "covariate_shift",
     "kbn-small-batches": "small_batches",
+    "kbn-corruptions": "corruptions",
+    "kbn-fine-tuning": "fine_tuning",
 }
 
 COMMANDS = os.path.join(ROOT, "kbn_study", "commands")
