@@ -252,6 +252,45 @@ def test_keras_layers_are_refused_with_the_conversion_to_use(call):
         call(model)
 
 
+def test_a_model_built_with_keras_batch_normalization_converted_then_adapted(rng):
+    keras_model = _mlp(norm=keras.layers.BatchNormalization)
+    x = rng.normal(1.0, 2.0, size=(8, 6)).astype("float32")
+    source = _np(keras_model(x, training=False))
+    source_statistics = {
+        i: (_np(n.moving_mean), _np(n.moving_variance))
+        for i, n in enumerate(_norms(keras_model))
+    }
+
+    model = kbn.convert_batch_norm(keras_model)
+
+    assert all(isinstance(n, BatchNorm) for n in _norms(model))
+    np.testing.assert_allclose(_np(model(x, training=False)), source, atol=1e-5)
+    # Prediction-time batch norm, then Schneider's mix with N = 8 (weight
+    # 8 / (8 + 8) on the statistics carried over from Keras's layers).
+    with kbn.use_test_batch_statistics(model):
+        np.testing.assert_allclose(
+            _np(model(x, training=False)), _forward(model, x)[0], atol=1e-4
+        )
+
+    def mixed(index, mean, variance, layer):
+        moving_mean, moving_variance = source_statistics[index]
+        return (moving_mean + mean) / 2, (moving_variance + variance) / 2
+
+    with kbn.use_test_batch_statistics(model, source_samples=8):
+        np.testing.assert_allclose(
+            _np(model(x, training=False)), _forward(model, x, mixed)[0], atol=1e-4
+        )
+    # AdaBN: the statistics of the target set, the original left as it was.
+    kbn.adapt_batch_norm_statistics(model, x)
+    _, seen = _forward(model, x)
+    for layer, (inputs, _, _) in zip(_norms(model), seen):
+        np.testing.assert_allclose(_np(layer.moving_mean), inputs.mean(0), atol=1e-5)
+        np.testing.assert_allclose(
+            _np(layer.moving_variance), inputs.var(0), rtol=1e-5, atol=1e-6
+        )
+    np.testing.assert_array_equal(_np(keras_model(x, training=False)), source)
+
+
 @pytest.mark.parametrize(
     "kwargs,received",
     [
