@@ -221,5 +221,19 @@ def _fingerprint(layer):
         for name in HOOKS
         if hasattr(layer, name)
     )
-    config = json.dumps(layer.get_config(), sort_keys=True, default=repr)
+    # The layer's plain public attributes (its constructor's arguments, a
+    # subclass's own): `get_config` would serialize the initializers, and
+    # Keras's serialization imports TensorFlow when it is installed.
+    config = json.dumps(
+        {
+            name: value
+            for name, value in vars(layer).items()
+            if not name.startswith("_") and isinstance(value, _PLAIN)
+        },
+        sort_keys=True,
+        default=repr,
+    )
     return config, bool(layer.trainable), hooks
+
+
+_PLAIN = (bool, int, float, str, tuple, list, dict, type(None))

@@ -203,9 +203,7 @@ def run_name(args, data_tag):
 
 def main(argv=None):
     args = parse_args(argv)
-    # TensorFlow: on the 2-core development CPU it trained both networks
-    # faster than JAX (no compile time to amortize in short runs).
-    startup.start(default_backend="tensorflow")
+    startup.start(default_backend="jax")
     import functools
     import os
     import platform
