@@ -201,3 +201,26 @@ def test_fine_tuning_tiny(tmp_path):
     assert start.session_start_info.hparams["regime"].string_value == (
         "frozen_batch_statistics"
     )
+
+
+def test_the_commands_import_no_keras_before_they_choose_the_backend():
+    # `main` parses, then sets KERAS_BACKEND: a module-level import of kbn
+    # (kbn_study.data.corruptions once had one) would import Keras on the
+    # default backend first, and on JAX import TensorFlow with it.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import kbn_study.commands.corruptions, kbn_study.commands.fine_tuning\n"
+        "print(sorted(m for m in ('keras', 'kbn', 'tensorflow', 'jax') "
+        "if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"

@@ -282,7 +282,7 @@ def main(argv=None):
     results = pd.DataFrame(rows)
     title = (
         f"{', '.join(study.MODEL_LABELS[m] for m in args.models)} on corrupted "
-        f"{dataset.name} test digits ({dataset.tag}), {args.seeds} seeds"
+        f"test images ({dataset.tag}), {args.seeds} seeds"
     )
     summary, paths = study.write(
         results, pd.DataFrame(training), run_dir, method_list, args.corruptions,

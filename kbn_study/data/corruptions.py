@@ -26,14 +26,14 @@ The random ones (noise, fog, rotation's signs) draw from a generator seeded
 by the corruption, the severity and `seed`, so the same call gives the same
 images on every machine.
 
-It must not hold anything about models or training.
+It must not hold anything about models or training, nor import Keras when
+it is imported: the command line reads `CORRUPTIONS` before it chooses the
+backend (kbn's argument checks are imported inside `corrupt`).
 """
 
 import zlib
 
 import numpy as np
-
-from kbn import checks
 
 # name: (what the severity sets, its values at severities 1, 2, 3).
 SEVERITIES = {
@@ -62,6 +62,8 @@ def corrupt(images, corruption, severity, seed=0):
     Returns:
         float32 images of the same shape, in [0, 1].
     """
+    from kbn import checks
+
     checks.check_choice(corruption, "corruption", CORRUPTIONS)
     checks.check_int(severity, "severity", 1, MAX_SEVERITY)
     checks.check_int(seed, "seed", minimum=0)

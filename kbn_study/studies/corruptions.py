@@ -369,10 +369,11 @@ def _model_claims(errors, clean, names):
     def compare(claim, method, baseline, baseline_name):
         verdict, wins = _verdict(errors[method], baseline)
         reduction = 1 - errors[method].mean() / baseline.mean()
+        relative = f"{abs(reduction):.0%} {'lower' if reduction >= 0 else 'higher'}"
         return (
             f"{claim}: **{verdict}**: {names[method].label} {_pct(errors[method])} "
-            f"against {baseline_name} {_pct(baseline)} ({reduction:+.0%} "
-            f"relative to it; lower in {wins} of {seeds} seeds)."
+            f"against {baseline_name} {_pct(baseline)} ({relative}; lower in "
+            f"{wins} of {seeds} seeds)."
         )
 
     if "adabn" in errors:
