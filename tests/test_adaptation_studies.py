@@ -129,6 +129,8 @@ def test_batched_evaluation_is_one_test_batch_after_the_other(rng, method):
     assert accuracy == pytest.approx(np.mean(predicted == labels))
 
 
+# Slow (about 6 s here, more under load): every method of the study, Tent
+# included, compiled on a small conv net.
 @pytest.mark.slow
 def test_every_method_leaves_the_model_as_it_found_it(rng):
     model = _small_convnet()
