@@ -21,7 +21,7 @@ Run (offline, JAX by default):
 It prints a table per network (error per corruption, averaged over the
 severities, and their mean; mean ± std over seeds) and a verdict per paper's
 claim, with its numbers. On the development machine (AMD EPYC, 2 cores,
-shared) the defaults took 13 min 22 s wall, 4 min 53 s of CPU; the tables,
+shared) the defaults took 7 min 13 s wall, 4 min 33 s of CPU; the tables,
 the figure and what reproduced: README ("Batch norm when the data moves")
 and docs/papers.md.
 
