@@ -94,3 +94,8 @@ def kbn_corruptions():
 def kbn_fine_tuning():
     """`kbn-fine-tuning`: `python -m kbn_study.commands.fine_tuning`."""
     _run("fine_tuning")
+
+
+def kbn_keras_models():
+    """`kbn-keras-models`: `python -m kbn_study.commands.keras_models`."""
+    _run("keras_models")
