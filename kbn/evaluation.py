@@ -12,7 +12,9 @@ import functools
 import numpy as np
 from keras import ops
 
+from kbn.compiled import CACHE
 from kbn.compiled import compiled
+from kbn.compiled import model_cache
 
 
 class Accuracy:
@@ -122,11 +124,19 @@ def _compile_correct_count(model, training):
     return lambda images, labels: count(*_weights(model), images, labels)
 
 
+def forget_compiled_passes(model):
+    """Drops the compiled passes of `model`: kbn's (this module's,
+    `kbn.recompute_batch_norm_statistics`') and Keras's own (`predict`,
+    `evaluate`, `fit`), so that the next call traces the model again. For a
+    change that a traced pass would not see, such as a batch norm switched
+    to test-batch statistics (`kbn.use_test_batch_statistics`).
+    """
+    model.__dict__.pop(CACHE, None)
+    for name in ("predict_function", "test_function", "train_function"):
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
+
+
 def _cache(model):
     """Compiled passes of `model`, kept on the model so they die with it."""
-    cache = model.__dict__.get("_kbn_compiled_passes")
-    if cache is None:
-        cache = {}
-        # Set through __dict__: Keras tracks attributes set on layers.
-        model.__dict__["_kbn_compiled_passes"] = cache
-    return cache
+    return model_cache(model)

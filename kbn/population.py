@@ -22,12 +22,15 @@ their recording protocol (`kbn.layers.recording`).
 """
 
 import contextlib
+import json
 
 import numpy as np
 from keras import ops
 
 from kbn import checks
 from kbn.compiled import compiled
+from kbn.compiled import model_cache
+from kbn.layers.batch_norm import HOOKS
 from kbn.layers.traversal import batch_norm_layers
 
 
@@ -85,14 +88,14 @@ def recompute_batch_norm_statistics(
     used = 0
     with contextlib.ExitStack() as stack:
         record_lists = [stack.enter_context(c.recording()) for c in collectors]
-        step = _compiled_training_pass(model, record_lists)
+        step = _compiled_training_pass(model, layers, unbiased)
         trainable = [v.value for v in model.trainable_variables]
         initial = [v.value for v in model.non_trainable_variables]
         for batch in _batches(data, batch_size):
             if num_batches is not None and used >= num_batches:
                 break
             inputs = ops.convert_to_tensor(batch)
-            records, state = step(trainable, initial, inputs)
+            records, state = step(record_lists, trainable, initial, inputs)
             state = dict(zip(map(id, model.non_trainable_variables), state))
             for collector, layer_records in zip(collectors, records):
                 collector.add(layer_records, state, inputs.shape[0])
@@ -167,21 +170,70 @@ def _batches(data, batch_size):
         yield batch
 
 
-def _compiled_training_pass(model, record_lists):
+def _compiled_training_pass(model, layers, unbiased):
     """A compiled training-mode pass returning the layers' records and state.
 
-    The layers append their records while the pass is traced; the compiled
-    function returns them as outputs.
+    Called as `step(record_lists, trainable, non_trainable, inputs)`: the
+    layers append their records to `record_lists` (those of the recording
+    contexts of this call) while the pass is traced, and the compiled
+    function returns them as outputs. The pass is kept on the model
+    (`kbn.compiled.model_cache`), so that computing statistics again (AdaBN
+    on one target set after another) does not trace the model again; a
+    layer whose configuration, `trainable` flag or hooks changed since gets
+    a new pass.
     """
+    key = (
+        "population",
+        bool(unbiased),
+        tuple((id(layer), _fingerprint(layer)) for layer in layers),
+    )
+    cache = model_cache(model)
+    if key not in cache:
+        current = []
 
-    def step(trainable, non_trainable, inputs):
-        for records in record_lists:
-            if records is not None:
-                records.clear()
-        _, non_trainable = model.stateless_call(
-            trainable, non_trainable, inputs, training=True
-        )
-        records = [[] if r is None else list(r) for r in record_lists]
-        return records, non_trainable
+        def step(trainable, non_trainable, inputs):
+            record_lists = current[0]
+            for records in record_lists:
+                if records is not None:
+                    records.clear()
+            _, non_trainable = model.stateless_call(
+                trainable, non_trainable, inputs, training=True
+            )
+            records = [[] if r is None else list(r) for r in record_lists]
+            return records, non_trainable
 
-    return compiled(step)
+        cache[key] = (compiled(step), current)
+    function, current = cache[key]
+
+    def call(record_lists, trainable, non_trainable, inputs):
+        current[:] = [record_lists]
+        return function(trainable, non_trainable, inputs)
+
+    return call
+
+
+def _fingerprint(layer):
+    """What a traced pass depends on, beside the weights: the layer's
+    configuration, its `trainable` flag and its hooks (replaced on the class
+    or on the layer)."""
+    hooks = tuple(
+        (name, id(getattr(getattr(layer, name), "__func__", getattr(layer, name))))
+        for name in HOOKS
+        if hasattr(layer, name)
+    )
+    # The layer's plain public attributes (its constructor's arguments, a
+    # subclass's own): `get_config` would serialize the initializers, and
+    # Keras's serialization imports TensorFlow when it is installed.
+    config = json.dumps(
+        {
+            name: value
+            for name, value in vars(layer).items()
+            if not name.startswith("_") and isinstance(value, _PLAIN)
+        },
+        sort_keys=True,
+        default=repr,
+    )
+    return config, bool(layer.trainable), hooks
+
+
+_PLAIN = (bool, int, float, str, tuple, list, dict, type(None))

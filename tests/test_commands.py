@@ -121,6 +121,9 @@ BAD_INPUT = [
     ("inference_modes.py", ["--restore-from", "{corrupt_model}"], 2, "not a .keras file (a .keras model is a zip archive; this file is not). Received: '{corrupt_model}'"),
     ("inference_modes.py", ["--restore-from", "{not_a_model}"], 2, "argument --restore-from: not a .keras file (a .keras model is a zip archive holding config.json and model.weights.h5; this one holds ['hello.txt']). Received: '{not_a_model}'"),
     ("convnet.py", ["--depth", "0"], 2, "Received: '0'"),
+    ("keras_models.py", ["--variants", "kbn_bn,bogus"], 2, "Received: 'kbn_bn,bogus'"),
+    ("keras_models.py", ["--ghost-batch-size", "5"], 2, "a divisor of --batch-size (32) smaller than it. Received: 5"),
+    ("keras_models.py", ["--batches", "70"], 2, "a multiple of --batches-per-sample (50). Received: 70"),
     ("convnet.py", ["--learning-rate", "-1"], 2, "Received: '-1'"),
     ("convnet.py", ["--log-dir", "{file}"], 2, "expected a folder, but it is a file"),
     ("sequential_mnist.py", ["--units", "0"], 2, "Received: '0'"),
@@ -281,6 +284,29 @@ def test_convnet_tiny(tmp_path):
     assert "Published (20 layers" in result.stdout
     name = f"convnet_depth3_width4_adam0.002_20x16_sample10_seed0_{SUBSET}"
     read_back_run(tmp_path / name, ["without_bn", "with_bn"], [10, 20])
+
+
+@pytest.mark.slow  # a ResNet compiled twice
+def test_keras_models_tiny(tmp_path):
+    """A ResNet built with Keras's batch norm, as is and converted to kbn's,
+    from the same weights on the same batches."""
+    result = run_command(
+        "keras_models.py", "--variants", "kbn_bn,keras_bn", "--batches", "4",
+        "--batch-size", "8", "--batches-per-sample", "2", "--workers", "0",
+        "--log-dir", tmp_path,
+    )  # fmt: skip
+    name = f"resnet_adam0.001_4x8_sample2_seed0_{SUBSET}"
+    read_back_run(tmp_path / name, ["keras_bn", "kbn_bn"], [2, 4])
+    assert "Backend: " in result.stdout
+    curves = pd.read_csv(tmp_path / name / "curves.csv").pivot(
+        index="step", columns="network", values="validation_accuracy"
+    )
+    # The same maths in float32: at most one of the validation images may
+    # fall the other side of a tie.
+    validation_images = 357
+    np.testing.assert_allclose(
+        curves["kbn_bn"], curves["keras_bn"], rtol=0, atol=1.01 / validation_images
+    )
 
 
 @pytest.mark.slow
@@ -455,3 +481,27 @@ def test_the_overview_titles_name_the_batches_trained():
     (title,) = [ax.get_title() for ax in figure.axes if ax.get_title()]
     assert title == "relu, lr 2, good weights, 100 of 50,000 batches"
     plots.close(figure)
+
+
+def test_applications_ratios_are_time_ratios():
+    """`--suite applications`' ratios: kbn / Keras time is Keras's calls/s
+    over kbn's; folded / unfolded likewise; a network not measured gives no
+    row."""
+    from kbn_study.studies import keras_models_speed as speed_study
+
+    name = speed_study.measurement_name
+    speed = pd.Series(
+        {
+            ("jax", name("ResNet50", "training step", "Keras BatchNormalization")): 2.0,
+            ("jax", name("ResNet50", "training step", "kbn BatchNorm")): 1.6,
+            ("jax", name("ResNet50", "inference", "Keras BatchNormalization")): 10.0,
+            ("jax", name("ResNet50", "inference", "kbn BatchNorm")): 10.0,
+            ("jax", name("ResNet50", "inference", "kbn BatchNorm folded")): 12.5,
+        }
+    )
+    rows = {r["ratio"]: r["value"] for r in speed_study.ratios(speed, ["jax"])}
+    assert rows == {
+        "ResNet50 training step: kbn / Keras time": pytest.approx(1.25),
+        "ResNet50 inference: kbn / Keras time": pytest.approx(1.0),
+        "ResNet50 inference: folded / unfolded time": pytest.approx(0.8),
+    }

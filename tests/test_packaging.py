@@ -41,6 +41,9 @@ SCRIPTS = {
     "kbn-benchmark": "benchmark",
     "kbn-covariate-shift": "covariate_shift",
     "kbn-small-batches": "small_batches",
+    "kbn-keras-models": "keras_models",
+    "kbn-corruptions": "corruptions",
+    "kbn-fine-tuning": "fine_tuning",
 }
 
 COMMANDS = os.path.join(ROOT, "kbn_study", "commands")

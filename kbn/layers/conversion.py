@@ -19,7 +19,9 @@ moving statistics; for a kbn layer through its own
 in step with its moving statistics is asked rather than guessed for.
 """
 
+import contextlib
 import inspect
+import sys
 
 import keras
 import numpy as np
@@ -331,7 +333,14 @@ def _keras_config(source, options, for_inference):
             )
         axis = axis[0]
     config["axis"] = axis
-    for name in ("virtual_batch_size", "unbiased_variance", "track_running_stats"):
+    # Ghost batches were refused above or dropped for inference; their
+    # grouping goes with them.
+    for name in (
+        "virtual_batch_size",
+        "virtual_batch_grouping",
+        "unbiased_variance",
+        "track_running_stats",
+    ):
         config.pop(name)
     if config["renorm"] and "renorm_clipping" not in options:
         config["renorm_clipping"] = _current_clipping(source)
@@ -484,7 +493,8 @@ def _rebuild(model, selects, replace, carry, new_name, function):
         copies[id(original)] = copy
         return copy
 
-    rebuilt = clone_function(model)
+    with _tensorflow_left_unimported():
+        rebuilt = clone_function(model)
     for original, copy in pairs:
         if selects(original):
             carry(original, copy)
@@ -492,6 +502,35 @@ def _rebuild(model, selects, replace, carry, new_name, function):
             copy.set_weights(original.get_weights())
     _copy_trainable(model, copies)
     return rebuilt
+
+
+@contextlib.contextmanager
+def _tensorflow_left_unimported():
+    """Keeps Keras's `get_config` from importing TensorFlow on other backends.
+
+    Keras 3's `serialize_keras_object` (which every layer's `get_config`
+    calls) asks whether TensorFlow is available, importing it if it is
+    installed (8 s on a 2-core machine), to recognize a `tf.TensorShape`,
+    which no value can be unless TensorFlow is imported already. While
+    TensorFlow is not imported, this tells Keras's lazy handle of it, for
+    the rebuild, that it is unavailable; then Keras asks again as before.
+    Nothing changes where the handle is not Keras's `LazyModule` of today.
+    """
+    try:
+        from keras.src.utils import module_utils
+
+        lazy = module_utils.tensorflow
+        unasked = lazy._available is None and lazy.module is None
+    except (ImportError, AttributeError):
+        unasked = False
+    if not unasked or "tensorflow" in sys.modules:
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = None
 
 
 def _copy_trainable(model, copies):

@@ -1,4 +1,4 @@
-"""Finding kbn's batch-norm layers inside a model.
+"""Finding layers inside a model: kbn's batch norms, or layers of any type.
 
 It must not change the layers it finds.
 """
@@ -15,13 +15,22 @@ def batch_norm_layers(model):
     Walks sub-models, the cells of recurrent layers and layers held as
     attributes, in breadth-first order, each layer once.
     """
+    return layers_of_type(model, (BatchNorm, BNLSTM))
+
+
+def layers_of_type(model, types):
+    """Every layer of `model` that is an instance of `types`, nested too.
+
+    The walk of `batch_norm_layers`, for other layer types (for example
+    `keras.layers.BatchNormalization`).
+    """
     found, queue, seen = [], [model], set()
     while queue:
         layer = queue.pop(0)
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        if isinstance(layer, (BatchNorm, BNLSTM)):
+        if isinstance(layer, types):
             found.append(layer)
         queue.extend(getattr(layer, "layers", []) or [])
         cell = getattr(layer, "cell", None)

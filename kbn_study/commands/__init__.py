@@ -84,3 +84,18 @@ def kbn_covariate_shift():
 def kbn_small_batches():
     """`kbn-small-batches`: `python -m kbn_study.commands.small_batches`."""
     _run("small_batches")
+
+
+def kbn_corruptions():
+    """`kbn-corruptions`: `python -m kbn_study.commands.corruptions`."""
+    _run("corruptions")
+
+
+def kbn_fine_tuning():
+    """`kbn-fine-tuning`: `python -m kbn_study.commands.fine_tuning`."""
+    _run("fine_tuning")
+
+
+def kbn_keras_models():
+    """`kbn-keras-models`: `python -m kbn_study.commands.keras_models`."""
+    _run("keras_models")

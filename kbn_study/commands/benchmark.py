@@ -1,6 +1,6 @@
 """Measure training speed of the study's MLP: kbn vs Keras's layer vs a hand-written
-loop, per backend; and a BN-LSTM's training step against an LSTM's on 784-step
-sequences.
+loop, per backend; a BN-LSTM's training step against an LSTM's on 784-step
+sequences; and keras.applications networks with Keras's batch norm and kbn's.
 
 The entry point of `recipes/benchmark.py` (see its docstring), also
 `python -m kbn_study.commands.benchmark` and `kbn-benchmark`.
@@ -34,10 +34,12 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--suite",
-        choices=("all", "mlp", "lstm"),
+        choices=("all", "mlp", "lstm", "applications"),
         default="all",
         help="measurements to run: the MLP's, the LSTM vs BN-LSTM on 784 "
-        "pixel steps, or both",
+        "pixel steps, both (all), or ResNet50 and MobileNetV2 (64x64 random "
+        "images, batches of 32) with Keras's batch norm and kbn's, --repeats "
+        "rounds of 3 steps, interleaved (about 5 minutes per backend here)",
     )
     parser.add_argument(
         "--sequence-batches",
@@ -86,6 +88,13 @@ def measure(args):
     from kbn_study.data import mnist
     from kbn_study.studies import benchmark
 
+    if args.suite == "applications":
+        from kbn_study.studies import keras_models_speed
+
+        rows = keras_models_speed.measure(repeats=args.repeats)
+        for row in rows:
+            row["data_source"] = "random images"
+        return rows
     dataset = mnist.load_mnist(args.data, name=args.dataset)
     names = {
         "all": list(benchmark.MEASUREMENTS),
@@ -155,18 +164,34 @@ def main(argv=None):
         ["steps_per_second"]
     ].median()
     medians = medians.reset_index("unit")
-    ratio_table = pd.DataFrame(benchmark.ratios(medians))
+    from kbn_study.studies import keras_models_speed
+
+    ratio_table = pd.DataFrame(
+        benchmark.ratios(medians)
+        + keras_models_speed.ratios(
+            medians["steps_per_second"], sorted(frame["backend"].unique())
+        )
+    )
     os.makedirs(args.out, exist_ok=True)
     csv_path = os.path.join(args.out, "benchmark.csv")
     md_path = os.path.join(args.out, "benchmark.md")
     frame.to_csv(csv_path, index=False)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
+    if args.suite == "applications":
+        what = (
+            f"keras.applications networks, 64x64 images, batches of 32: "
+            f"{args.repeats} interleaved rounds of 3 steps after 2 warm-up steps"
+        )
+    else:
+        what = (
+            f"MLP: {args.batches:,} timed batches of 60 after a warm-up; LSTMs: "
+            f"{args.sequence_batches} timed batches of 64 sequences of 784 "
+            f"steps after one warm-up batch; median of {args.repeats}"
+        )
     header = (
-        f"# kbn benchmark\n\n{datetime.date.today()}, {machine}; "
-        f"MLP: {args.batches:,} timed batches of 60 after a warm-up; LSTMs: "
-        f"{args.sequence_batches} timed batches of 64 sequences of 784 steps "
-        f"after one warm-up batch; median of {args.repeats}; suite "
-        f"{args.suite}; data: {frame['data_source'].iloc[0]}.\n"
+        f"# kbn benchmark\n\n{datetime.date.today()}, {machine}, load average "
+        f"{os.getloadavg()[0]:.1f}; {what}; suite {args.suite}; data: "
+        f"{frame['data_source'].iloc[0]}.\n"
     )
     speeds = medians.reset_index().assign(
         per_second=lambda f: f["steps_per_second"].map(

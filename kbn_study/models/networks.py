@@ -1,4 +1,6 @@
-"""Model builders of the study: the MLP with and without batch norm.
+"""Model builders of the study: the MLP with and without batch norm, the deep
+conv net, and two networks built with Keras's batch norm for MNIST (a small
+ResNet, and `keras.applications`' MobileNetV2).
 
 Both networks of a comparison are built from one list of initial kernels, so
 they start from identical weights and differ only by batch normalization.
@@ -188,3 +190,83 @@ def build_convnet(
         num_classes, kernel_initializer=initializer(depth + 2), name="logits"
     )(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def build_mobilenet_v2(alpha=0.35, input_shape=(28, 28, 1), num_classes=10, name=None):
+    """`keras.applications.MobileNetV2` (`weights=None`) as an MNIST classifier.
+
+    The digits are zero-padded to 32x32 (the smallest input MobileNetV2
+    takes) and repeated into three channels; the backbone (a nested model,
+    52 `keras.layers.BatchNormalization` layers with Keras's momentum 0.999)
+    ends in global average pooling and a Dense layer of `num_classes`
+    logits. Its weights come from Keras's seeded initializers: built twice
+    after the same `kbn.set_random_seed`, it starts from the same weights.
+
+    Returns:
+        An uncompiled functional `keras.Model` built with Keras's batch norm.
+    """
+    height, width = input_shape[:2]
+    pad = ((max(0, 32 - height) + 1) // 2, (max(0, 32 - width) + 1) // 2)
+    inputs = keras.Input(input_shape, name="images")
+    x = keras.layers.ZeroPadding2D(pad, name="pad")(inputs)
+    size = (height + 2 * pad[0], width + 2 * pad[1])
+    if input_shape[-1] == 1:
+        x = keras.layers.Concatenate(name="rgb")([x, x, x])
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(*size, 3),
+        alpha=alpha,
+        include_top=False,
+        weights=None,
+        pooling="avg",
+    )
+    outputs = keras.layers.Dense(num_classes, name="logits")(backbone(x))
+    return keras.Model(inputs, outputs, name=name or "mobilenet_v2")
+
+
+def build_resnet(
+    widths=(16, 32, 64), input_shape=(28, 28, 1), num_classes=10, name=None
+):
+    """A small ResNet built with `keras.layers.BatchNormalization`.
+
+    A 3x3 convolution of `widths[0]` filters, then per width one residual
+    block (He et al., 2016): two 3x3 convolutions, each followed by batch
+    norm, ReLU after the first and after the sum; the first convolution of
+    every block after the first has stride 2, and its shortcut is a 1x1
+    convolution of stride 2 with batch norm. Global average pooling and a
+    Dense layer of `num_classes` logits. With the default widths: 8 batch
+    norms (Keras's defaults: momentum 0.99, epsilon 1e-3), 80k weights.
+    Its weights come from Keras's seeded initializers: built twice after
+    the same `kbn.set_random_seed`, it starts from the same weights.
+
+    Returns:
+        An uncompiled functional `keras.Model`.
+    """
+    layers = keras.layers
+
+    def conv(filters, kernel, strides, label):
+        return layers.Conv2D(
+            filters, kernel, strides=strides, padding="same", use_bias=False,
+            name=label,
+        )  # fmt: skip
+
+    inputs = keras.Input(input_shape, name="images")
+    x = conv(widths[0], 3, 1, "stem_conv")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for i, filters in enumerate(widths, start=1):
+        strides = 1 if i == 1 else 2
+        shortcut = x
+        if strides != 1 or shortcut.shape[-1] != filters:
+            shortcut = conv(filters, 1, strides, f"block{i}_shortcut_conv")(x)
+            shortcut = layers.BatchNormalization(name=f"block{i}_shortcut_bn")(shortcut)
+        y = conv(filters, 3, strides, f"block{i}_conv1")(x)
+        y = layers.BatchNormalization(name=f"block{i}_bn1")(y)
+        y = layers.ReLU(name=f"block{i}_relu1")(y)
+        y = conv(filters, 3, 1, f"block{i}_conv2")(y)
+        y = layers.BatchNormalization(name=f"block{i}_bn2")(y)
+        x = layers.ReLU(name=f"block{i}_relu2")(
+            layers.Add(name=f"block{i}_add")([shortcut, y])
+        )
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name or "resnet")

@@ -13,6 +13,11 @@ metrics the dashboard shows, in which order. `tensorboard --logdir <that
 folder>` then shows every trial in the HParams table, the parallel
 coordinates and the scatter plots.
 
+Another study defines its own hyperparameters and metrics in the same form
+(`{name: (display name, description, type)}` and `{tag: (display name,
+description)}`) and passes them to `trial_hparams` and `write_experiment`;
+`write_trial_metrics` writes a trial of any metrics.
+
 Written with `kbn.event_file.EventFileWriter` (no TensorFlow); TensorBoard's
 HParams protos are built by its `summary_v2` module (its `api` module
 would import TensorFlow's Keras callback), imported inside the functions.
@@ -55,22 +60,24 @@ METRICS = {
 }
 
 
-def trial_hparams(values):
+def trial_hparams(values, hparams=None):
     """The hyperparameters of a trial, from a mapping that holds them all.
 
     Args:
-        values: A mapping with every key of `HPARAMS` (and maybe more): a
+        values: A mapping with every key of `hparams` (and maybe more): a
             grid run's `key_fields`, a `results.csv` row, or an
             `ExperimentConfig` as a dict with `network` and `data` added.
+        hparams: The hyperparameters' definitions, `HPARAMS` by default.
 
     Returns:
-        `{name: value}` in `HPARAMS` order, each value a plain `str`,
+        `{name: value}` in `hparams` order, each value a plain `str`,
         `float` or `int`.
     """
-    return {name: kind(values[name]) for name, (_, _, kind) in HPARAMS.items()}
+    hparams = HPARAMS if hparams is None else hparams
+    return {name: kind(values[name]) for name, (_, _, kind) in hparams.items()}
 
 
-def write_experiment(log_dir, trials):
+def write_experiment(log_dir, trials, hparams=None, metrics=None):
     """Writes the experiment into `log_dir`, replacing one written there before.
 
     Args:
@@ -80,27 +87,31 @@ def write_experiment(log_dir, trials):
             set of its values. Those with more than one value are marked as
             varying: the dashboard sorts them first and shows the first five
             at once (the others are a click away).
+        hparams: The hyperparameters' definitions, `HPARAMS` by default.
+        metrics: The metrics' definitions, `METRICS` by default.
     """
     from tensorboard.plugins.hparams import plugin_data_pb2
     from tensorboard.plugins.hparams import summary_v2 as hp
 
+    hparams = HPARAMS if hparams is None else hparams
+    metrics = METRICS if metrics is None else metrics
     log_dir = os.fspath(log_dir)
     trials = list(trials)
-    values = {name: sorted({t[name] for t in trials}) for name in HPARAMS}
-    hparams = [
+    values = {name: sorted({t[name] for t in trials}) for name in hparams}
+    definitions = [
         hp.HParam(
             name,
             hp.Discrete(values[name], dtype=kind) if values[name] else None,
             display_name=display,
             description=description,
         )
-        for name, (display, description, kind) in HPARAMS.items()
+        for name, (display, description, kind) in hparams.items()
     ]
-    metrics = [
+    metric_definitions = [
         hp.Metric(tag, display_name=display, description=description)
-        for tag, (display, description) in METRICS.items()
+        for tag, (display, description) in metrics.items()
     ]
-    summary = hp.hparams_config_pb(hparams=hparams, metrics=metrics)
+    summary = hp.hparams_config_pb(hparams=definitions, metrics=metric_definitions)
     # `hparams_config` leaves every `differs` False, so the dashboard would
     # show the first five hyperparameters by name, constant ones included.
     plugin_data = summary.value[0].metadata.plugin_data
@@ -125,14 +136,28 @@ def write_trial(log_dir, hparams, result, trial_id):
         result: Its `kbn_study.training.runs.NetworkResult`.
         trial_id: The trial's name in the dashboard, `<run>/<network>`.
     """
-    from tensorboard.plugins.hparams import summary_v2 as hp
-
     step = result.steps[-1] if result.steps else 0
     metrics = {TEST_ACCURACY: result.test_accuracy}
     first = result.first_step_reaching(0.9)
     if first is not None:
         metrics[FIRST_STEP_0_9] = first
     metrics[DIVERGED] = float(result.diverged)
+    write_trial_metrics(log_dir, hparams, metrics, trial_id, step)
+
+
+def write_trial_metrics(log_dir, hparams, metrics, trial_id, step=0):
+    """Writes a trial: its hyperparameters and `{tag: number}` metrics.
+
+    Args:
+        log_dir: The trial's folder (one TensorBoard run); a new event file
+            is added to it.
+        hparams: `{name: value}` (`trial_hparams`).
+        metrics: `{tag: number}`, written as scalars at `step`.
+        trial_id: The trial's name in the dashboard.
+        step: The step of the metrics.
+    """
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
     with EventFileWriter(log_dir) as writer:
         writer.write(hp.hparams_pb(hparams, trial_id=trial_id), step=0)
         writer.values(metrics, step=step)

@@ -75,6 +75,7 @@ def compare_networks(
     verbose=True,
     make_callbacks=None,
     executor=None,
+    batch_norm_statistics=True,
 ):
     """Trains several networks on the same batches and writes the comparison.
 
@@ -101,6 +102,10 @@ def compare_networks(
             the networks train at once, each in a process of one thread;
             `builders`, `make_optimizer` and `make_callbacks` must pickle,
             and the results carry no model (`NetworkResult.model` is None).
+        batch_norm_statistics: With `run_dir`, log every kbn batch norm's
+            statistics (`kbn.callbacks.BatchNormStatistics`); False for a
+            network of many batch norms, whose histograms would outweigh
+            its training.
 
     Returns:
         A `ComparisonResult`.
@@ -116,6 +121,7 @@ def compare_networks(
             callbacks=None if make_callbacks is None else partial(make_callbacks, name),
             verbose=verbose and executor is None,
             keep_model=executor is None,
+            batch_norm_statistics=batch_norm_statistics,
         )
         for name, build in builders.items()
     ]
