@@ -18,7 +18,8 @@ checks, on the backend of the process:
 - `.keras` save and load (`load`: the relative difference);
 - with `--fit`, one `fit` step of the converted network.
 
-Run (about 10 minutes on TensorFlow, 25 on JAX, on 2 CPU cores):
+Run (39 minutes on TensorFlow for all 40 networks, 2 CPU cores beside other
+work; the table it gave is docs/convert_applications.md):
 
     KERAS_BACKEND=tensorflow python docs/convert_applications.py
     KERAS_BACKEND=jax python docs/convert_applications.py --only ResNet50 MobileNetV2
