@@ -223,8 +223,13 @@ def main(argv=None):
             with _process_failures():
                 return scaling.measure_scaling(args, argv)
         if args.process_id is None and args.num_processes > 1:
+            import os
+
             from kbn_study.studies.distributed import launcher
 
+            # The processes each check --log-dir as they start; made here,
+            # it is not created and removed by one while the other checks.
+            os.makedirs(args.log_dir, exist_ok=True)
             with _process_failures():
                 return launcher.launch_local_processes(
                     argv, args.num_processes, args.heartbeat_timeout
