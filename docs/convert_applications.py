@@ -132,7 +132,9 @@ def main(argv=None):
             continue
         print(
             "  ".join(
-                f"{key}={value:.3g}" if isinstance(value, (float, np.floating)) else f"{key}={value}"
+                f"{key}={value:.3g}"
+                if isinstance(value, (float, np.floating))
+                else f"{key}={value}"
                 for key, value in row.items()
             ),
             flush=True,
