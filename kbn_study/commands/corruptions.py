@@ -206,13 +206,13 @@ def main(argv=None):
     startup.start(default_backend="jax")
     import functools
     import os
-    import platform
     import time
 
     import keras
     import pandas as pd
 
     from kbn_study.studies import corruptions as study
+    from kbn_study.training import comparison
     from kbn_study.training import runs
 
     dataset = cli.load_data(args)
@@ -295,11 +295,7 @@ def main(argv=None):
     config = {
         "settings": settings(args),
         "methods": [m.name for m in method_list],
-        "data": dataset.source,
-        "data_tag": dataset.tag,
-        "backend": keras.backend.backend(),
-        "keras": keras.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        **comparison.circumstances(dataset),
         "load_average_at_end": list(os.getloadavg()),
         "wall_seconds": wall,
         "cpu_seconds": time.process_time(),

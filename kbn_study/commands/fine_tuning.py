@@ -125,7 +125,6 @@ def main(argv=None):
     startup.start(default_backend="jax")
     import functools
     import os
-    import platform
     import time
 
     import keras
@@ -135,6 +134,7 @@ def main(argv=None):
     from kbn.population import recompute_batch_norm_statistics
     from kbn_study.data import subsets
     from kbn_study.studies import fine_tuning as study
+    from kbn_study.training import comparison
     from kbn_study.training import runs
 
     dataset = cli.load_data(args).with_images(lambda x: x.reshape(-1, 28, 28, 1))
@@ -239,11 +239,7 @@ def main(argv=None):
     wall = time.perf_counter() - start
     config = {
         "settings": settings(args),
-        "data": dataset.source,
-        "data_tag": dataset.tag,
-        "backend": keras.backend.backend(),
-        "keras": keras.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        **comparison.circumstances(dataset),
         "load_average_at_end": list(os.getloadavg()),
         "wall_seconds": wall,
         "cpu_seconds": time.process_time(),
